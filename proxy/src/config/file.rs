@@ -1,0 +1,246 @@
+//! The YAML file model: what an operator writes. Kept apart from the runtime model
+//! (`super::model`) so the file format can evolve without touching the hot path.
+//! Every struct refuses unknown fields: a typo is an error, never a silent default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::{Location, Spanned};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Spanned<String>,
+    pub admin: Spanned<String>,
+    /// Pingora worker threads for the MCP listener.
+    #[serde(default)]
+    pub threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Allowed values of the `Origin` header. Requests without `Origin` are allowed.
+    #[serde(default = "default_origins")]
+    pub allowed_origins: Vec<Spanned<String>>,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: HumanDuration,
+    pub routes: Vec<RouteFile>,
+    pub pools: BTreeMap<String, PoolFile>,
+}
+
+fn default_origins() -> Vec<Spanned<String>> {
+    ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+        .into_iter()
+        .map(|s| Spanned::new(s.to_string(), Location::UNKNOWN, Location::UNKNOWN))
+        .collect()
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Name of the environment variable holding the 32-byte sealing key (base64 or hex).
+    #[serde(default = "default_key_env")]
+    pub key_env: String,
+    /// How long a sealed session id stays valid.
+    #[serde(default = "default_session_ttl")]
+    pub ttl: HumanDuration,
+}
+
+impl Default for SessionFile {
+    fn default() -> Self {
+        SessionFile {
+            key_env: default_key_env(),
+            ttl: default_session_ttl(),
+        }
+    }
+}
+
+fn default_key_env() -> String {
+    "MCP_GATEWAY_SESSION_KEY".to_string()
+}
+
+fn default_session_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: Spanned<u64>,
+    /// Time allowed for a client to send the request header and for each body read.
+    #[serde(default = "default_client_timeout")]
+    pub client_read_timeout: HumanDuration,
+    #[serde(default = "default_client_timeout")]
+    pub client_write_timeout: HumanDuration,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_body_bytes: default_max_body(),
+            client_read_timeout: default_client_timeout(),
+            client_write_timeout: default_client_timeout(),
+        }
+    }
+}
+
+fn default_max_body() -> Spanned<u64> {
+    Spanned::new(4 * 1024 * 1024, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_client_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub path: Spanned<String>,
+    pub pool: Spanned<String>,
+    #[serde(default)]
+    pub upstream_path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    #[serde(default)]
+    pub spawn: Option<SpawnFile>,
+    #[serde(default)]
+    pub upstreams: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub balance: BalanceFile,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Longest silence allowed while reading a worker's answer. Unset: no limit, which
+    /// suits SSE streams that stay quiet between events.
+    #[serde(default)]
+    pub read_timeout: Option<HumanDuration>,
+    /// Idle keep-alive connections to workers are closed after this long.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnFile {
+    /// Program and arguments. `{port}` and `{id}` are replaced; without `{port}`,
+    /// `--listen 127.0.0.1:{port}` is appended.
+    pub command: Spanned<Vec<String>>,
+    #[serde(default = "default_count")]
+    pub count: Spanned<usize>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: HumanDuration,
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: HumanDuration,
+}
+
+fn default_count() -> Spanned<usize> {
+    Spanned::new(1, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_ready_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+
+fn default_stop_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceFile {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    /// Consistent hash on the caller (client IP until identity exists, then the user).
+    HashClient,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// `http` (GET `path`, 2xx is healthy) or `tcp` (a connect is healthy).
+    #[serde(default)]
+    pub kind: HealthKind,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive failed checks (or connect failures) before a worker is ejected.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        HealthFile {
+            kind: HealthKind::default(),
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            unhealthy_after: default_unhealthy_after(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+
+fn default_health_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_health_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+fn default_unhealthy_after() -> u32 {
+    2
+}
+
+/// A duration written as `250ms`, `5s`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "expected a duration such as 500ms, 5s or 1h ({e})"
+                ))
+            })
+    }
+}

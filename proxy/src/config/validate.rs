@@ -1,0 +1,293 @@
+//! File model → runtime model, collecting every problem with its file, line and field path.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use serde_saphyr::{Location, Spanned};
+
+use super::file::{FileConfig, PoolFile};
+use super::model::*;
+use super::{ConfigError, ConfigErrors};
+use crate::mcp::origin::OriginRule;
+
+pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, ConfigErrors> {
+    let file = parse_file(text, name)?;
+    let mut v = Validator {
+        name,
+        errors: Vec::new(),
+    };
+    let cfg = v.build(file);
+    match cfg {
+        Some(cfg) if v.errors.is_empty() => Ok(cfg),
+        _ => Err(ConfigErrors(v.errors)),
+    }
+}
+
+/// Deserialize, keeping the field path of a type error (serde_path_to_error) and the
+/// line/column the YAML deserializer reports.
+fn parse_file(text: &str, name: &str) -> Result<FileConfig, ConfigErrors> {
+    let mut path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, FileConfig>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let loc = e.location();
+        let mut message = e.without_snippet().to_string();
+        // The deserializer appends its own position; we print ours in front.
+        if let Some(idx) = message.find(" at line ") {
+            message.truncate(idx);
+        }
+        let path = if path == "." { String::new() } else { path };
+        ConfigErrors(vec![ConfigError {
+            file: name.to_string(),
+            line: loc.map(|l| l.line()).filter(|l| *l > 0),
+            column: loc.map(|l| l.column()).filter(|c| *c > 0),
+            path,
+            message,
+        }])
+    })
+}
+
+struct Validator<'a> {
+    name: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
+        let known = *at != Location::UNKNOWN;
+        self.errors.push(ConfigError {
+            file: self.name.to_string(),
+            line: known.then(|| at.line()),
+            column: known.then(|| at.column()),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn addr(&mut self, s: &Spanned<String>, path: &str) -> Option<SocketAddr> {
+        match s.value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!(
+                        "expected an address such as 127.0.0.1:8080, got {:?}",
+                        s.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn build(&mut self, f: FileConfig) -> Option<GatewayConfig> {
+        let listen = self.addr(&f.listen, "listen");
+        let admin = self.addr(&f.admin, "admin");
+        if let (Some(l), Some(a)) = (listen, admin) {
+            if l == a {
+                self.err(&f.admin.referenced, "admin", "must differ from listen");
+            }
+        }
+        let threads = match &f.threads {
+            Some(t) if t.value == 0 || t.value > 256 => {
+                self.err(&t.referenced, "threads", "expected 1 to 256");
+                1
+            }
+            Some(t) => t.value,
+            None => 2,
+        };
+        let max_body = &f.limits.max_body_bytes;
+        if max_body.value == 0 || max_body.value > 1 << 30 {
+            self.err(
+                &max_body.referenced,
+                "limits.max_body_bytes",
+                "expected 1 byte to 1 GiB",
+            );
+        }
+        let mut origins = Vec::new();
+        for (i, o) in f.allowed_origins.iter().enumerate() {
+            match OriginRule::parse(&o.value) {
+                Ok(rule) => origins.push(rule),
+                Err(msg) => self.err(&o.referenced, format!("allowed_origins[{i}]"), msg),
+            }
+        }
+
+        let mut pools = Vec::new();
+        for (name, p) in &f.pools {
+            if let Some(pool) = self.pool(name, p) {
+                pools.push(pool);
+            }
+        }
+        let pool_names: HashSet<&str> = f.pools.keys().map(String::as_str).collect();
+
+        if f.routes.is_empty() {
+            self.err(&Location::UNKNOWN, "routes", "at least one route is needed");
+        }
+        let mut routes = Vec::new();
+        let mut seen_paths = HashSet::new();
+        for (i, r) in f.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if !r.path.value.starts_with('/') {
+                self.err(
+                    &r.path.referenced,
+                    format!("{at}.path"),
+                    "must start with /",
+                );
+            } else if !seen_paths.insert(r.path.value.clone()) {
+                self.err(
+                    &r.path.referenced,
+                    format!("{at}.path"),
+                    format!("{} is already used by an earlier route", r.path.value),
+                );
+            }
+            if !pool_names.contains(r.pool.value.as_str()) {
+                let known: Vec<&str> = pool_names.iter().copied().collect();
+                self.err(
+                    &r.pool.referenced,
+                    format!("{at}.pool"),
+                    format!(
+                        "no pool named {:?} (pools: {})",
+                        r.pool.value,
+                        known.join(", ")
+                    ),
+                );
+            }
+            let upstream_path = match &r.upstream_path {
+                Some(u) if !u.value.starts_with('/') => {
+                    self.err(
+                        &u.referenced,
+                        format!("{at}.upstream_path"),
+                        "must start with /",
+                    );
+                    u.value.clone()
+                }
+                Some(u) => u.value.clone(),
+                None => r.path.value.clone(),
+            };
+            routes.push(RouteConfig {
+                path: r.path.value.clone(),
+                pool: r.pool.value.clone(),
+                upstream_path,
+            });
+        }
+
+        Some(GatewayConfig {
+            source: self.name.to_string(),
+            listen: listen?,
+            admin: admin?,
+            threads,
+            session_key_env: f.session.key_env,
+            session_ttl: f.session.ttl.0,
+            limits: Limits {
+                max_body_bytes: usize::try_from(max_body.value).unwrap_or(usize::MAX),
+                client_read_timeout: f.limits.client_read_timeout.0,
+                client_write_timeout: f.limits.client_write_timeout.0,
+            },
+            origins,
+            shutdown_grace: f.shutdown_grace.0,
+            routes,
+            pools,
+        })
+    }
+
+    fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
+        let at = format!("pools.{name}");
+        let source = match (&p.spawn, &p.upstreams) {
+            (Some(_), Some(u)) => {
+                self.err(
+                    &u.referenced,
+                    format!("{at}.upstreams"),
+                    "a pool has either spawn or upstreams, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    &Location::UNKNOWN,
+                    at,
+                    "a pool needs spawn (processes the gateway starts) or upstreams (addresses)",
+                );
+                return None;
+            }
+            (Some(s), None) => {
+                let mut ok = true;
+                if s.command.value.is_empty() || s.command.value[0].trim().is_empty() {
+                    self.err(
+                        &s.command.referenced,
+                        format!("{at}.spawn.command"),
+                        "needs at least the program to run",
+                    );
+                    ok = false;
+                }
+                if s.count.value == 0 || s.count.value > 64 {
+                    self.err(
+                        &s.count.referenced,
+                        format!("{at}.spawn.count"),
+                        "expected 1 to 64",
+                    );
+                    ok = false;
+                }
+                if !ok {
+                    return None;
+                }
+                PoolSource::Spawn(SpawnConfig {
+                    command: s.command.value.clone(),
+                    count: s.count.value,
+                    env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    ready_timeout: s.ready_timeout.0,
+                    stop_grace: s.stop_grace.0,
+                })
+            }
+            (None, Some(u)) => {
+                if u.value.is_empty() {
+                    self.err(
+                        &u.referenced,
+                        format!("{at}.upstreams"),
+                        "needs at least one address",
+                    );
+                    return None;
+                }
+                let mut addrs = Vec::new();
+                for (i, a) in u.value.iter().enumerate() {
+                    // Resolved once here, at load time: never on the request path.
+                    match a.to_socket_addrs().map(|mut it| it.next()) {
+                        Ok(Some(addr)) => addrs.push(addr),
+                        _ => self.err(
+                            &u.referenced,
+                            format!("{at}.upstreams[{i}]"),
+                            format!("cannot resolve {a:?} (expected host:port)"),
+                        ),
+                    }
+                }
+                PoolSource::Remote(addrs)
+            }
+        };
+        if !p.health.path.starts_with('/') {
+            self.err(
+                &Location::UNKNOWN,
+                format!("{at}.health.path"),
+                "must start with /",
+            );
+        }
+        Some(PoolConfig {
+            name: name.to_string(),
+            source,
+            balance: p.balance,
+            health: HealthConfig {
+                kind: p.health.kind,
+                path: p.health.path.clone(),
+                interval: p.health.interval.0,
+                timeout: p.health.timeout.0,
+                unhealthy_after: p.health.unhealthy_after.max(1),
+            },
+            connect_timeout: p.connect_timeout.0,
+            read_timeout: p.read_timeout.map(|d| d.0),
+            idle_timeout: p.idle_timeout.0,
+        })
+    }
+}

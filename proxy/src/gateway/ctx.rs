@@ -1,0 +1,82 @@
+//! Per-request context, split by concern.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::mcp::errors::GatewayError;
+use crate::mcp::jsonrpc;
+use crate::mcp::session::SessionClaims;
+use crate::routing::pool::Endpoint;
+use crate::routing::{InflightGuard, Worker};
+use crate::runtime::{Route, Runtime};
+
+/// Where the request goes.
+#[derive(Default)]
+pub struct Routing {
+    /// The runtime this request started with (a reload does not change it mid-request).
+    pub runtime: Option<Arc<Runtime>>,
+    pub route: Option<Arc<Route>>,
+    /// The worker named by the client's sealed session id.
+    pub pinned: Option<Arc<Worker>>,
+    pub claims: Option<SessionClaims>,
+    /// Slots already tried for this request (connect failures).
+    pub tried: Vec<usize>,
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub guard: Option<InflightGuard>,
+}
+
+/// The JSON-RPC body, held until whole.
+#[derive(Default)]
+pub struct BodyHold {
+    pub active: bool,
+    pub buf: BytesMut,
+    pub parsed: Option<jsonrpc::Body>,
+}
+
+pub struct Ctx {
+    pub start: Instant,
+    pub counted: bool,
+    pub routing: Routing,
+    pub body: BodyHold,
+    /// Set when the gateway answers the request itself.
+    pub refusal: Option<GatewayError>,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            counted: false,
+            routing: Routing::default(),
+            body: BodyHold::default(),
+            refusal: None,
+        }
+    }
+
+    /// The raw JSON id of the (first) request, for error bodies.
+    pub fn rpc_id(&self) -> Option<&str> {
+        self.body
+            .parsed
+            .as_ref()
+            .and_then(|b| if b.batch { None } else { b.first() })
+            .and_then(|m| m.id.as_deref())
+    }
+
+    pub fn rpc_method(&self) -> Option<&str> {
+        self.body.parsed.as_ref().and_then(|b| {
+            if b.batch {
+                Some("batch")
+            } else {
+                b.first()?.method.as_deref()
+            }
+        })
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}

@@ -1,0 +1,195 @@
+//! The Pingora `ProxyHttp` implementation. Thin: each phase calls named steps.
+
+mod body;
+pub mod ctx;
+mod respond;
+mod steps;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::admin::metrics::method_label;
+use crate::mcp::errors::GatewayError;
+use crate::runtime::Shared;
+use ctx::Ctx;
+
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>) -> Gateway {
+        Gateway { shared }
+    }
+}
+
+/// Turn a refusal into the Pingora error that ends the request; `fail_to_proxy` then
+/// writes the JSON-RPC answer from `ctx.refusal`.
+fn refuse(ctx: &mut Ctx, err: GatewayError) -> Box<Error> {
+    let status = err.http_status();
+    ctx.refusal = Some(err);
+    Error::new(ErrorType::HTTPStatus(status))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.shared.inflight.fetch_add(1, Ordering::AcqRel);
+        ctx.counted = true;
+        match steps::admit(&self.shared, session, ctx) {
+            Ok(()) => Ok(false),
+            Err(err) => {
+                respond::write_error(session, &err, None).await?;
+                ctx.refusal = Some(err);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        steps::choose_peer(session, ctx).map_err(|e| refuse(ctx, e))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = steps::connect_failed(&self.shared, ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.body.active {
+            return Ok(());
+        }
+        let limit = ctx
+            .routing
+            .runtime
+            .as_ref()
+            .map(|rt| rt.config.limits.max_body_bytes)
+            .unwrap_or(0);
+        body::on_chunk(session, ctx, body, end_of_stream, limit).map_err(|e| refuse(ctx, e))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        steps::rewrite_upstream_request(session, upstream, ctx)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        steps::rewrite_response(resp, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = ctx
+            .refusal
+            .clone()
+            .unwrap_or_else(|| steps::classify_failure(e, ctx));
+        let final_sent = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        let code = if final_sent {
+            // Headers already went out (a stream broke midway): nothing more to say.
+            0
+        } else if matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        ) && e.esource() == &pingora::ErrorSource::Downstream
+        {
+            // The client is gone.
+            0
+        } else {
+            let id = ctx.rpc_id().map(str::to_owned);
+            if let Err(we) = respond::write_error(session, &err, id.as_deref()).await {
+                tracing::debug!(error = %we, "could not write the error answer");
+            }
+            err.http_status()
+        };
+        ctx.refusal = Some(err);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Our own refusals are expected outcomes, counted in metrics, not errors.
+        ctx.refusal.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.counted {
+            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.refusal.as_ref().map(GatewayError::http_status))
+            .unwrap_or(0);
+        let route = ctx
+            .routing
+            .route
+            .as_ref()
+            .map(|r| r.path.as_str())
+            .unwrap_or("-");
+        let method = if ctx.body.parsed.is_some() {
+            match ctx.rpc_method() {
+                Some("batch") => "batch",
+                m => method_label(m),
+            }
+        } else {
+            session.req_header().method.as_str()
+        };
+        let m = &self.shared.metrics;
+        let status_text = status.to_string();
+        m.requests
+            .with_label_values(&[route, method, status_text.as_str()])
+            .inc();
+        m.duration
+            .with_label_values(&[route])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if let Some(r) = &ctx.refusal {
+            m.refusals.with_label_values(&[r.kind()]).inc();
+        }
+        tracing::debug!(
+            route,
+            method,
+            status,
+            error = e.map(|e| e.to_string()),
+            micros = ctx.start.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+}

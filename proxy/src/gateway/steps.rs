@@ -1,0 +1,252 @@
+//! The named steps the phases call.
+
+use std::hash::{Hash, Hasher};
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::ctx::Ctx;
+use crate::mcp::errors::GatewayError;
+use crate::mcp::headers;
+use crate::mcp::origin;
+use crate::mcp::session::SessionClaims;
+use crate::routing::InflightGuard;
+use crate::runtime::Shared;
+
+/// Headers a client must never be able to set on the way to a worker: its own credentials
+/// (the gateway authenticates; workers get identity from the gateway) and identity claims.
+const STRIPPED_PREFIXES: &[&str] = &["x-mcp-user"];
+const STRIPPED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// `request_filter`: route, method, origin, declared size, sealed session.
+pub fn admit(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let rt = shared.runtime.load_full();
+    let limits = &rt.config.limits;
+    session.set_read_timeout(Some(limits.client_read_timeout));
+    session.set_write_timeout(Some(limits.client_write_timeout));
+    let req = session.req_header();
+    let route = rt
+        .routes
+        .get(req.uri.path())
+        .cloned()
+        .ok_or(GatewayError::NoRoute)?;
+    ctx.routing.route = Some(route.clone());
+    let method = &req.method;
+    let is_post = method == http::Method::POST;
+    if !(is_post || method == http::Method::GET || method == http::Method::DELETE) {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    if !origin::allowed(&rt.origins, req.headers.get("origin").map(|v| v.as_bytes())) {
+        return Err(GatewayError::OriginDenied);
+    }
+    if let Some(len) = req.headers.get("content-length") {
+        let declared = std::str::from_utf8(len.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| GatewayError::InvalidRequest("bad Content-Length".into()))?;
+        if declared > limits.max_body_bytes as u64 {
+            return Err(GatewayError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+    }
+    ctx.body.active = is_post;
+    if let Some(sid) = req.headers.get(headers::SESSION_ID) {
+        let claims = rt
+            .sealer
+            .open(sid.as_bytes())
+            .map_err(|_| GatewayError::SessionNotFound)?;
+        if claims.pool != route.pool.name {
+            return Err(GatewayError::SessionNotFound);
+        }
+        let worker = route
+            .pool
+            .find(&claims.worker, claims.instance)
+            .cloned()
+            .ok_or(GatewayError::SessionNotFound)?;
+        ctx.routing.pinned = Some(worker);
+        ctx.routing.claims = Some(claims);
+    }
+    ctx.routing.runtime = Some(rt);
+    Ok(())
+}
+
+fn client_key(session: &Session) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+        addr.ip().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones.
+pub fn choose_peer(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
+    let route = ctx.routing.route.clone().ok_or(GatewayError::Internal)?;
+    let pool = &route.pool;
+    let worker = match &ctx.routing.pinned {
+        Some(w) => w.clone(),
+        None => {
+            let slot = pool
+                .select(client_key(session), &ctx.routing.tried)
+                .ok_or_else(|| GatewayError::NoHealthyWorker {
+                    pool: pool.name.clone(),
+                })?;
+            ctx.routing.tried.push(slot);
+            pool.workers[slot].clone()
+        }
+    };
+    let endpoint = worker.endpoint();
+    let mut peer = HttpPeer::new(endpoint.addr, false, String::new());
+    peer.options.connection_timeout = Some(pool.config.connect_timeout);
+    peer.options.read_timeout = pool.config.read_timeout;
+    peer.options.idle_timeout = Some(pool.config.idle_timeout);
+    ctx.routing.endpoint = Some(endpoint);
+    ctx.routing.guard = Some(InflightGuard::new(worker));
+    Ok(Box::new(peer))
+}
+
+/// `fail_to_connect`: eject the worker and say whether another may be tried. Nothing was
+/// sent, so a retry is safe, but never for a pinned session (it must not move).
+pub fn connect_failed(shared: &Shared, ctx: &mut Ctx) -> bool {
+    let Some(route) = ctx.routing.route.clone() else {
+        return false;
+    };
+    if let Some(guard) = ctx.routing.guard.take() {
+        let w = guard.worker();
+        shared
+            .metrics
+            .upstream_connect_failures
+            .with_label_values(&[&route.pool.name, &w.id])
+            .inc();
+        if w.record_failure(1) {
+            tracing::warn!(pool = %route.pool.name, worker = %w.id, "connect failed; worker ejected");
+        }
+    }
+    if ctx.routing.pinned.is_some() {
+        ctx.refusal = Some(GatewayError::SessionNotFound);
+        return false;
+    }
+    ctx.routing.tried.len() < route.pool.workers.len()
+}
+
+/// `upstream_request_filter`: the worker's path and session id, credentials stripped.
+pub fn rewrite_upstream_request(
+    session: &Session,
+    up: &mut RequestHeader,
+    ctx: &Ctx,
+) -> Result<()> {
+    let Some(route) = &ctx.routing.route else {
+        return Err(Error::new(ErrorType::InternalError));
+    };
+    if route.upstream_path != route.path {
+        let pq = match up.uri.query() {
+            Some(q) => format!("{}?{q}", route.upstream_path),
+            None => route.upstream_path.clone(),
+        };
+        let uri = http::Uri::builder()
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Error::new(ErrorType::InternalError))?;
+        up.set_uri(uri);
+    }
+    let doomed: Vec<http::HeaderName> = up
+        .headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            STRIPPED.contains(&n) || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        up.remove_header(&name);
+    }
+    if let Some(claims) = &ctx.routing.claims {
+        up.insert_header(headers::SESSION_ID, claims.upstream_id.as_str())?;
+    }
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+        up.insert_header("x-forwarded-for", addr.ip().to_string())?;
+    }
+    up.insert_header("x-forwarded-proto", "http")?;
+    Ok(())
+}
+
+/// `response_filter`: seal the worker's session id; make SSE unbufferable.
+pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(upstream_id) = resp.headers.get(headers::SESSION_ID) {
+        let (Some(route), Some(endpoint), Some(rt)) = (
+            &ctx.routing.route,
+            &ctx.routing.endpoint,
+            &ctx.routing.runtime,
+        ) else {
+            return Err(Error::new(ErrorType::InternalError));
+        };
+        let claims = SessionClaims {
+            pool: route.pool.name.clone(),
+            worker: endpoint.addr_text.clone(),
+            instance: endpoint.instance,
+            user: String::new(),
+            upstream_id: String::from_utf8_lossy(upstream_id.as_bytes()).into_owned(),
+            issued_at: 0,
+        };
+        match rt.sealer.seal(&claims) {
+            Ok(sealed) => resp.insert_header(headers::SESSION_ID, sealed)?,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot seal the worker's session id; dropped it");
+                resp.remove_header(headers::SESSION_ID);
+            }
+        }
+    }
+    let is_sse = resp
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if is_sse {
+        resp.insert_header("x-accel-buffering", "no")?;
+    }
+    Ok(())
+}
+
+/// An error Pingora raised (not one of our refusals), as the client should see it.
+pub fn classify_failure(e: &Error, ctx: &Ctx) -> GatewayError {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure => {
+            if ctx.routing.pinned.is_some() {
+                GatewayError::SessionNotFound
+            } else {
+                GatewayError::UpstreamUnavailable
+            }
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => match e.esource() {
+            ErrorSource::Upstream => GatewayError::UpstreamTimeout,
+            _ => GatewayError::InvalidRequest("the client was too slow".into()),
+        },
+        ErrorType::HTTPStatus(code) if *code == 413 => GatewayError::BodyTooLarge {
+            limit: ctx
+                .routing
+                .runtime
+                .as_ref()
+                .map(|r| r.config.limits.max_body_bytes)
+                .unwrap_or(0),
+        },
+        _ => match e.esource() {
+            ErrorSource::Upstream => GatewayError::UpstreamFailed,
+            ErrorSource::Downstream => GatewayError::InvalidRequest("malformed request".into()),
+            _ => GatewayError::Internal,
+        },
+    }
+}

@@ -1,0 +1,11 @@
+//! mcp-proxy: an MCP gateway on Pingora. See docs/architecture.md for the map.
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod gateway;
+pub mod mcp;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod workers;

@@ -1,0 +1,168 @@
+//! Start-up and shutdown: build the runtime, start the control plane, run Pingora, and on
+//! SIGTERM/SIGINT drain in-flight requests, stop the workers, exit.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::metrics::Metrics;
+use crate::config::GatewayConfig;
+use crate::control::ControlPlane;
+use crate::gateway::Gateway;
+use crate::runtime::{Runtime, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the control plane: {0}")]
+    Control(std::io::Error),
+}
+
+/// SIGTERM and SIGINT both mean: stop accepting, drain, stop workers.
+struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; waiting forever");
+                std::future::pending::<()>().await;
+            }
+        }
+        tracing::info!("shutdown signal received: draining");
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Run the gateway until a shutdown signal; never returns.
+pub fn run(config: GatewayConfig) -> Result<(), StartError> {
+    let grace = config.shutdown_grace;
+    let listen = config.listen;
+    let threads = config.threads;
+    let admin_addr = config.admin;
+    // Bind the MCP address once to fail early with a clear message when it is taken.
+    drop(
+        std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?,
+    );
+    let admin = std::net::TcpListener::bind(admin_addr).map_err(|source| StartError::Bind {
+        addr: admin_addr,
+        source,
+    })?;
+    let runtime = Runtime::build(config)?;
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        metrics: Arc::new(Metrics::new()?),
+        inflight: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+    });
+    let control = ControlPlane::start(shared.clone(), admin).map_err(StartError::Control)?;
+
+    let conf = ServerConf {
+        threads,
+        // Fallback only: the drain thread below exits as soon as requests are done.
+        grace_period_seconds: Some(grace.as_secs() + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(shared.clone()),
+        "mcp-gateway",
+    );
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true;
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(opts);
+    }
+    proxy.add_tcp(&listen.to_string());
+    server.add_service(proxy);
+
+    let phases = server.watch_execution_phase();
+    let drain_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("mcp-drain".into())
+        .spawn(move || drain_then_exit(phases, drain_shared, control, grace))
+        .map_err(StartError::Control)?;
+
+    tracing::info!(%listen, admin = %admin_addr, "gateway started");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    // Reached only if Pingora finished before the drain thread did.
+    std::process::exit(0)
+}
+
+fn drain_then_exit(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    shared: Arc<Shared>,
+    control: ControlPlane,
+    grace: Duration,
+) {
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownStarted) | Ok(ExecutionPhase::GracefulTerminate) => break,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    shared.draining.store(true, Ordering::Release);
+    let deadline = Instant::now() + grace;
+    // Give Pingora a moment to close its listeners, then wait for requests in flight.
+    std::thread::sleep(Duration::from_millis(100));
+    while shared.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = shared.inflight.load(Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(
+            requests = left,
+            "grace period over; cutting requests still in flight"
+        );
+    }
+    let stop_limit = {
+        let rt = shared.runtime.load();
+        rt.config
+            .pools
+            .iter()
+            .filter_map(|p| match &p.source {
+                crate::config::PoolSource::Spawn(s) => Some(s.stop_grace),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(2)
+    };
+    control.stop_workers(stop_limit);
+    tracing::info!("gateway stopped");
+    std::process::exit(0)
+}

@@ -1,0 +1,3 @@
+//! The supervisor of spawned worker processes.
+
+pub mod supervisor;
