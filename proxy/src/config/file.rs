@@ -1,6 +1,7 @@
 //! The YAML file model: what an operator writes. Kept apart from the runtime model
 //! (`super::model`) so the file format can evolve without touching the hot path.
-//! Every struct refuses unknown fields: a typo is an error, never a silent default.
+//! Unknown fields are collected while parsing (serde_ignored) and reported as errors with
+//! their line, together with every other problem: a typo is an error, never a silent default.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +10,6 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Spanned<String>,
     pub admin: Spanned<String>,
@@ -41,7 +41,6 @@ fn default_grace() -> HumanDuration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SessionFile {
     /// Name of the environment variable holding the 32-byte sealing key (base64 or hex).
     #[serde(default = "default_key_env")]
@@ -69,7 +68,6 @@ fn default_session_ttl() -> HumanDuration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: Spanned<u64>,
@@ -99,7 +97,6 @@ fn default_client_timeout() -> HumanDuration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub path: Spanned<String>,
     pub pool: Spanned<String>,
@@ -108,7 +105,6 @@ pub struct RouteFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PoolFile {
     #[serde(default)]
     pub spawn: Option<SpawnFile>,
@@ -138,7 +134,6 @@ fn default_idle_timeout() -> HumanDuration {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpawnFile {
     /// Program and arguments. `{port}` and `{id}` are replaced; without `{port}`,
     /// `--listen 127.0.0.1:{port}` is appended.
@@ -176,7 +171,6 @@ pub enum BalanceFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HealthFile {
     /// `http` (GET `path`, 2xx is healthy) or `tcp` (a connect is healthy).
     #[serde(default)]

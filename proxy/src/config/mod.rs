@@ -2,6 +2,7 @@
 //! runtime model the gateway runs on.
 
 mod file;
+mod locate;
 pub mod model;
 mod validate;
 

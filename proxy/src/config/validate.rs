@@ -6,16 +6,23 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{FileConfig, PoolFile};
+use super::locate::LineIndex;
 use super::model::*;
 use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
 pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, ConfigErrors> {
-    let file = parse_file(text, name)?;
+    let index = LineIndex::new(text);
+    let (file, unknown) = parse_file(text, name)?;
     let mut v = Validator {
         name,
+        index: &index,
         errors: Vec::new(),
     };
+    for path in unknown {
+        let field = path.rsplit(['.', '[']).next().unwrap_or(&path).to_string();
+        v.err(&Location::UNKNOWN, path, format!("unknown field `{field}`"));
+    }
     let cfg = v.build(file);
     match cfg {
         Some(cfg) if v.errors.is_empty() => Ok(cfg),
@@ -23,47 +30,99 @@ pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, Confi
     }
 }
 
-/// Deserialize, keeping the field path of a type error (serde_path_to_error) and the
-/// line/column the YAML deserializer reports.
-fn parse_file(text: &str, name: &str) -> Result<FileConfig, ConfigErrors> {
+fn ignored_path(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let head = ignored_path(parent);
+            if head.is_empty() {
+                key.clone()
+            } else {
+                format!("{head}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+/// `Spanned<T>` shows up as a `value` field in paths; users never wrote it.
+fn tidy_path(path: String) -> String {
+    let p = path.replace(".value[", "[");
+    match p.strip_suffix(".value") {
+        Some(s) => s.to_string(),
+        None if p == "." => String::new(),
+        None => p,
+    }
+}
+
+/// Deserialize, keeping the field path of a type error (serde_path_to_error), its line and
+/// column, and the paths of unknown fields (serde_ignored).
+fn parse_file(text: &str, name: &str) -> Result<(FileConfig, Vec<String>), ConfigErrors> {
     let mut path = String::new();
+    let mut unknown = Vec::new();
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        let mut on_ignored = |p: serde_ignored::Path<'_>| {
+            let path = ignored_path(&p);
+            // Spanned<T> carries its location through a private field: not a user's field.
+            if !path.contains("__serde_saphyr_private") {
+                unknown.push(path);
+            }
+        };
+        let de = serde_ignored::Deserializer::new(de, &mut on_ignored);
         serde_path_to_error::deserialize::<_, FileConfig>(de).map_err(|e| {
             path = e.path().to_string();
             e.into_inner()
         })
     });
-    result.map_err(|e| {
-        let loc = e.location();
-        let mut message = e.without_snippet().to_string();
-        // The deserializer appends its own position; we print ours in front.
-        if let Some(idx) = message.find(" at line ") {
-            message.truncate(idx);
+    match result {
+        Ok(file) => Ok((file, unknown)),
+        Err(e) => {
+            let loc = e.location();
+            let mut message = e.without_snippet().to_string();
+            // The deserializer appends its own position; we print ours in front.
+            if let Some(idx) = message.find(" at line ") {
+                message.truncate(idx);
+            }
+            if message.starts_with("invalid u") || message.starts_with("invalid i") {
+                message = format!("expected an integer ({message})");
+            }
+            Err(ConfigErrors(vec![ConfigError {
+                file: name.to_string(),
+                line: loc.map(|l| l.line()).filter(|l| *l > 0),
+                column: loc.map(|l| l.column()).filter(|c| *c > 0),
+                path: tidy_path(path),
+                message,
+            }]))
         }
-        let path = if path == "." { String::new() } else { path };
-        ConfigErrors(vec![ConfigError {
-            file: name.to_string(),
-            line: loc.map(|l| l.line()).filter(|l| *l > 0),
-            column: loc.map(|l| l.column()).filter(|c| *c > 0),
-            path,
-            message,
-        }])
-    })
+    }
 }
 
 struct Validator<'a> {
     name: &'a str,
+    index: &'a LineIndex,
     errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
     fn err(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
-        let known = *at != Location::UNKNOWN;
+        let path = path.into();
+        let (line, column) = if *at != Location::UNKNOWN {
+            (Some(at.line()), Some(at.column()))
+        } else {
+            match self.index.find(&path) {
+                Some((l, c)) => (Some(l), Some(c)),
+                None => (None, None),
+            }
+        };
         self.errors.push(ConfigError {
             file: self.name.to_string(),
-            line: known.then(|| at.line()),
-            column: known.then(|| at.column()),
-            path: path.into(),
+            line,
+            column,
+            path,
             message: message.into(),
         });
     }
