@@ -35,8 +35,9 @@ pub fn on_chunk(
         ParseError::Syntax(_) => GatewayError::Parse(e.to_string()),
         ParseError::Invalid(_) => GatewayError::InvalidRequest(e.to_string()),
     })?;
-    check_headers(session, &parsed)?;
-    ctx.body.parsed = Some(parsed);
+    // Kept before the header check so a refusal can name the request id.
+    let parsed = ctx.body.parsed.insert(parsed);
+    check_headers(session, parsed)?;
     *body = Some(ctx.body.buf.split().freeze());
     Ok(())
 }

@@ -1,0 +1,280 @@
+//! MCP clients talk to real workers through the real gateway binary.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProtocolVersion,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+#[derive(Clone, Default)]
+struct Recorder {
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.push(params);
+        }
+    }
+}
+
+type Client = RunningService<RoleClient, Recorder>;
+
+async fn connect(url: &str) -> (Client, Recorder) {
+    let rec = Recorder::default();
+    let client = rec
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(url.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("initialize through the gateway: {e}"));
+    (client, rec)
+}
+
+async fn call(client: &Client, name: &'static str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(name).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("call {name}: {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content[0]
+        .as_text()
+        .map(|t| t.text.clone())
+        .unwrap_or_else(|| panic!("no text content"))
+}
+
+#[tokio::test]
+async fn initialize_list_and_call_through_the_gateway() {
+    let gw = Gateway::start(2).await;
+    let (client, _) = connect(&gw.url()).await;
+    let info = client
+        .peer_info()
+        .unwrap_or_else(|| panic!("no server info"));
+    let name = info.server_info.as_ref().map(|s| s.name.clone());
+    assert_eq!(name.as_deref(), Some("mcp-workers-tools"));
+    let tools = client
+        .list_all_tools()
+        .await
+        .unwrap_or_else(|e| panic!("tools/list: {e}"));
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    for expected in ["add", "echo", "slow_count", "whoami", "large_result"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert_eq!(
+        text(&call(&client, "add", json!({"a": 2, "b": 3})).await),
+        "5"
+    );
+    assert_eq!(
+        text(&call(&client, "reverse", json!({"text": "héllo"})).await),
+        "olléh"
+    );
+    let _ = client.cancel().await;
+    let m = gw.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("mcp_gateway_requests_total")
+                && l.contains("method=\"tools/call\"")
+                && l.contains("route=\"/mcp\"")
+                && l.contains("status=\"200\"")),
+        "tools/call not counted:\n{m}"
+    );
+}
+
+#[tokio::test]
+async fn progress_notifications_arrive_before_the_result() {
+    let gw = Gateway::start(1).await;
+    let (client, rec) = connect(&gw.url()).await;
+    let r = call(&client, "slow_count", json!({"n": 5, "delay_ms": 20})).await;
+    // When the result is in our hands, every progress notification must already be.
+    let seen: Vec<f64> = rec
+        .progress
+        .lock()
+        .map(|p| p.iter().map(|n| n.progress).collect())
+        .unwrap_or_default();
+    assert_eq!(text(&r), "counted to 5");
+    assert_eq!(seen, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let _ = client.cancel().await;
+}
+
+/// The SSE answer is streamed: the first progress event reaches the client in a chunk that
+/// does not also carry the result (a buffering proxy would deliver them together).
+#[tokio::test]
+async fn sse_is_streamed_event_by_event() {
+    let gw = Gateway::start(1).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let body = json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+        "params":{"name":"slow_count","arguments":{"n":3,"delay_ms":300},"_meta":{"progressToken":"p1"}}});
+    let mut resp = http
+        .post(gw.url())
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-accel-buffering")
+            .and_then(|v| v.to_str().ok()),
+        Some("no")
+    );
+    let mut seen = String::new();
+    let mut first_progress_chunk_had_result = None;
+    while let Some(chunk) = resp.chunk().await.unwrap_or_else(|e| panic!("{e}")) {
+        let c = String::from_utf8_lossy(&chunk).to_string();
+        if first_progress_chunk_had_result.is_none() && c.contains("notifications/progress") {
+            first_progress_chunk_had_result = Some(c.contains("\"id\":9"));
+        }
+        seen.push_str(&c);
+        if find_response(&seen, 9).is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        first_progress_chunk_had_result,
+        Some(false),
+        "stream:\n{seen}"
+    );
+    assert_eq!(seen.matches("notifications/progress").count(), 3);
+}
+
+#[tokio::test]
+async fn one_mib_argument_round_trips_intact() {
+    let gw = Gateway::start(1).await;
+    let (client, _) = connect(&gw.url()).await;
+    let unit = "abc\u{e9}\u{4e2d}\"\\\n{}[]0123456789 ";
+    let mut big = String::new();
+    while big.len() < 1 << 20 {
+        big.push_str(unit);
+    }
+    let r = call(&client, "echo", json!({ "text": big })).await;
+    assert_eq!(text(&r), big);
+    let r = call(&client, "large_result", json!({"bytes": 3_000_000})).await;
+    assert_eq!(text(&r).len(), 3_000_000);
+    let _ = client.cancel().await;
+}
+
+#[tokio::test]
+async fn twenty_sessions_stick_to_their_worker() {
+    let gw = Gateway::start(2).await;
+    let mut workers_seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (client, _) = connect(&gw.url()).await;
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let who: Value = serde_json::from_str(&text(&call(&client, "whoami", json!({})).await))
+                .unwrap_or_else(|e| panic!("whoami json: {e}"));
+            ids.push(who["worker"].as_str().unwrap_or_default().to_string());
+        }
+        assert!(ids.iter().all(|i| i == &ids[0]), "a session moved: {ids:?}");
+        workers_seen.insert(ids[0].clone());
+        let _ = client.cancel().await;
+    }
+    assert_eq!(
+        workers_seen.len(),
+        2,
+        "sessions were not spread: {workers_seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_ids_are_sealed_and_tampering_gets_404() {
+    let gw = Gateway::start(1).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let (status, who) = raw_call(&http, &gw.url(), &sid, 2, "whoami", json!({})).await;
+    assert_eq!(status, 200);
+    let who: Value =
+        serde_json::from_str(&result_text(&who.unwrap_or_default())).unwrap_or_default();
+    let worker_sid = who["headers"]["mcp-session-id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!worker_sid.is_empty(), "worker got no session id: {who}");
+    assert_ne!(worker_sid, sid, "the client saw the worker's own id");
+    assert!(!sid.contains(&worker_sid));
+
+    // Flip one character in the middle.
+    let mut bytes = sid.clone().into_bytes();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap_or_default();
+    for bad in [tampered.as_str(), worker_sid.as_str(), "garbage", ""] {
+        let (status, body) = raw_call(&http, &gw.url(), bad, 3, "add", json!({"a":1,"b":1})).await;
+        assert_eq!(status, 404, "session id {bad:?}");
+        assert_eq!(
+            body.unwrap_or_default()["error"]["code"],
+            -32001,
+            "session id {bad:?}"
+        );
+    }
+    // The genuine id still works.
+    let (status, _) = raw_call(&http, &gw.url(), &sid, 4, "add", json!({"a":1,"b":1})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn delete_ends_the_session() {
+    let gw = Gateway::start(1).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let r = http
+        .delete(gw.url())
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status().is_success(), "DELETE answered {}", r.status());
+    let (status, _) = raw_call(&http, &gw.url(), &sid, 2, "add", json!({"a":1,"b":1})).await;
+    assert_eq!(status, 404, "a deleted session must be gone");
+}
+
+#[tokio::test]
+async fn stateless_2026_protocol_works() {
+    let gw = Gateway::start(2).await;
+    let rec = Recorder::default();
+    let client = rec
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(gw.url()),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("server/discover through the gateway: {e}"));
+    assert_eq!(
+        text(&call(&client, "multiply", json!({"a": 6, "b": 7})).await),
+        "42"
+    );
+    let who: Value = serde_json::from_str(&text(&call(&client, "whoami", json!({})).await))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        who["headers"].get("mcp-session-id").is_none(),
+        "stateless calls carry no session: {who}"
+    );
+    let _ = client.cancel().await;
+}
