@@ -198,7 +198,7 @@ async fn the_gateway_refuses_bad_requests_with_json_rpc_errors() {
     .await;
     assert_eq!(
         (s, v["error"]["code"].as_i64(), v["id"].as_i64()),
-        (400, Some(-32600), Some(3))
+        (400, Some(-32020), Some(3))
     );
 
     let other = format!("http://127.0.0.1:{}/elsewhere", gw.port);

@@ -278,3 +278,61 @@ async fn stateless_2026_protocol_works() {
     );
     let _ = client.cancel().await;
 }
+
+/// The standalone GET stream of a session stays open while quiet, longer than the client
+/// read timeout (1 s here), and is forwarded as SSE.
+#[tokio::test]
+async fn a_quiet_get_stream_stays_open() {
+    let (port, admin) = (free_port(), free_port());
+    let config = spawn_pool_config(port, admin, 1, "limits: { client_read_timeout: 1s }\n");
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let mut stream = http
+        .get(gw.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.status(), 200);
+    assert!(stream
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream")));
+    // Read whatever the worker sends at once (a priming event), then expect silence, not an end.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "the stream ended while quiet: {quiet:?}");
+}
+
+#[tokio::test]
+async fn http2_cleartext_clients_are_served() {
+    let gw = Gateway::start(1).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = h2
+        .post(gw.url())
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .body(init_body("2025-06-18"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("h2c: {e}"));
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+    let body = r.text().await.unwrap_or_default();
+    assert!(find_response(&body, 1).is_some(), "{body}");
+}

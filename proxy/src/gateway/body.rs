@@ -42,32 +42,64 @@ pub fn on_chunk(
     Ok(())
 }
 
-/// 2026-07-28 requests name their method (and tool) in headers too; they must agree with
-/// the body, or a policy keyed on headers could be fooled.
+/// Decode an `Mcp-Name` value: verbatim, or `=?base64?…?=` wrapping UTF-8 (canonical
+/// base64 only, so two spellings never match the same body value).
+fn decode_header_value(raw: &[u8]) -> Option<String> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let text = std::str::from_utf8(raw).ok()?;
+    match text
+        .strip_prefix("=?base64?")
+        .and_then(|t| t.strip_suffix("?="))
+    {
+        None => Some(text.to_string()),
+        Some(payload) => {
+            let bytes = STANDARD.decode(payload).ok()?;
+            if STANDARD.encode(&bytes) != payload {
+                return None;
+            }
+            String::from_utf8(bytes).ok()
+        }
+    }
+}
+
+/// 2026-07-28 requests name their method (and tool, prompt or resource) in headers too; they
+/// must agree with the body, or a policy keyed on headers could be fooled.
 fn check_headers(session: &Session, parsed: &jsonrpc::Body) -> Result<(), GatewayError> {
     let h = session.req_header();
-    let first = parsed.first();
+    let first = if parsed.batch { None } else { parsed.first() };
     if let Some(m) = h.headers.get(headers::METHOD) {
-        let body_method = if parsed.batch {
-            None
-        } else {
-            first.and_then(|f| f.method.as_deref())
-        };
+        let body_method = first.and_then(|f| f.method.as_deref());
         if body_method.map(str::as_bytes) != Some(m.as_bytes()) {
-            return Err(GatewayError::InvalidRequest(
-                "the Mcp-Method header does not match the body".into(),
+            return Err(GatewayError::HeaderMismatch(
+                "Mcp-Method header does not match the request body's method".into(),
             ));
         }
     }
-    if let Some(n) = h.headers.get(headers::NAME) {
-        let body_tool = first.and_then(|f| f.tool.as_deref());
-        if let Some(tool) = body_tool {
-            if tool.as_bytes() != n.as_bytes() {
-                return Err(GatewayError::InvalidRequest(
-                    "the Mcp-Name header does not match the body".into(),
+    if let Some(body_name) = first.and_then(|f| f.name.as_deref()) {
+        if let Some(n) = h.headers.get(headers::NAME) {
+            if decode_header_value(n.as_bytes()).as_deref() != Some(body_name) {
+                return Err(GatewayError::HeaderMismatch(
+                    "Mcp-Name header does not match the request body".into(),
                 ));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_header_value;
+
+    #[test]
+    fn header_values_decode() {
+        assert_eq!(decode_header_value(b"whoami").as_deref(), Some("whoami"));
+        assert_eq!(decode_header_value(b"=?base64?d2hvYW1p?=").as_deref(), Some("whoami"));
+        assert_eq!(decode_header_value("=?base64?w6k=?=".as_bytes()).as_deref(), Some("\u{e9}"));
+        assert_eq!(decode_header_value(b"=?base64?not base64?="), None);
+        // Non-canonical padding bits.
+        assert_eq!(decode_header_value(b"=?base64?w6l=?="), None);
+        assert_eq!(decode_header_value(b"\xff"), None);
+    }
 }

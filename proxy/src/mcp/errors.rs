@@ -17,6 +17,8 @@ pub enum GatewayError {
     Parse(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    HeaderMismatch(String),
     #[error("session not found; initialize a new session")]
     SessionNotFound,
     #[error("no healthy worker in pool {pool}")]
@@ -38,7 +40,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => 405,
             GatewayError::OriginDenied => 403,
             GatewayError::BodyTooLarge { .. } => 413,
-            GatewayError::Parse(_) | GatewayError::InvalidRequest(_) => 400,
+            GatewayError::Parse(_)
+            | GatewayError::InvalidRequest(_)
+            | GatewayError::HeaderMismatch(_) => 400,
             GatewayError::NoHealthyWorker { .. } => 503,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -56,6 +60,8 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::MethodNotAllowed => -32600,
             GatewayError::NoRoute => -32601,
+            // The 2026-07-28 code clients react to by refreshing and retrying.
+            GatewayError::HeaderMismatch(_) => -32020,
             GatewayError::SessionNotFound => -32001,
             GatewayError::OriginDenied => -32003,
             GatewayError::NoHealthyWorker { .. }
@@ -75,6 +81,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::Parse(_) => "parse_error",
             GatewayError::InvalidRequest(_) => "invalid_request",
+            GatewayError::HeaderMismatch(_) => "header_mismatch",
             GatewayError::SessionNotFound => "session_not_found",
             GatewayError::NoHealthyWorker { .. } => "no_healthy_worker",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",

@@ -13,6 +13,9 @@ pub struct MessageInfo {
     pub id: Option<String>,
     /// For `tools/call`: `params.name`.
     pub tool: Option<String>,
+    /// The parameter the 2026-07-28 `Mcp-Name` header repeats: `params.name` of
+    /// `tools/call` and `prompts/get`, `params.uri` of `resources/read`.
+    pub name: Option<String>,
 }
 
 /// A parsed POST body: one message or a batch.
@@ -53,9 +56,20 @@ struct Wire<'a> {
 }
 
 #[derive(Deserialize)]
-struct ToolParams {
+struct NameParams {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+/// The body parameter named by `Mcp-Name` for this method, if the method has one.
+fn name_key(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
 }
 
 fn message(w: Wire<'_>) -> Result<MessageInfo, ParseError> {
@@ -79,30 +93,33 @@ fn message(w: Wire<'_>) -> Result<MessageInfo, ParseError> {
     };
     match &w.method {
         Some(method) => {
-            let tool =
-                if method == "tools/call" {
-                    let params = w
-                        .params
-                        .ok_or_else(|| ParseError::Invalid("tools/call needs params".into()))?;
-                    let p: ToolParams = serde_json::from_str(params.get()).map_err(|_| {
-                        ParseError::Invalid("tools/call params must be an object".into())
-                    })?;
-                    Some(p.name.ok_or_else(|| {
-                        ParseError::Invalid("tools/call needs params.name".into())
-                    })?)
-                } else {
-                    None
+            let (mut tool, mut name) = (None, None);
+            if let Some(key) = name_key(method) {
+                let params: Option<NameParams> = match w.params {
+                    Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| {
+                        ParseError::Invalid(format!("{method} params must be an object"))
+                    })?),
+                    None => None,
                 };
+                name = params.and_then(|p| if key == "uri" { p.uri } else { p.name });
+                if method == "tools/call" {
+                    tool = Some(name.clone().ok_or_else(|| {
+                        ParseError::Invalid("tools/call needs params.name".into())
+                    })?);
+                }
+            }
             Ok(MessageInfo {
                 method: Some(method.clone()),
                 id,
                 tool,
+                name,
             })
         }
         None if w.result.is_some() || w.error.is_some() => Ok(MessageInfo {
             method: None,
             id,
             tool: None,
+            name: None,
         }),
         None => Err(ParseError::Invalid(
             "a message needs \"method\", or \"result\"/\"error\"".into(),
@@ -203,6 +220,10 @@ mod tests {
         assert_eq!(m.method.as_deref(), Some("tools/call"));
         assert_eq!(m.id.as_deref(), Some("7"));
         assert_eq!(m.tool.as_deref(), Some("add"));
+        assert_eq!(m.name.as_deref(), Some("add"));
+        let r = parse(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
+        assert_eq!(r.first().unwrap().name.as_deref(), Some("file:///a"));
+        assert_eq!(r.first().unwrap().tool, None);
     }
 
     #[test]
