@@ -1,11 +1,14 @@
 //! mcp-proxy: an MCP gateway on Pingora. See docs/architecture.md for the map.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod mcp;
+pub mod policy;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod workers;

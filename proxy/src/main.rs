@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Apply the database migrations and list the applied versions.
+    Migrate {
+        /// Database URL: sqlite://PATH or postgres://….
+        #[arg(long, env = "MCP_PROXY_DATABASE", default_value = mcp_proxy::store::DEFAULT_DATABASE_URL)]
+        database: String,
+    },
 }
 
 fn init_logging() {
@@ -41,6 +47,23 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Migrate { database } => match mcp_proxy::store::migrate_blocking(&database) {
+            Ok(applied) => {
+                for m in applied {
+                    let state = if m.newly_applied {
+                        "applied"
+                    } else {
+                        "already applied"
+                    };
+                    println!("{:04} {} ({state})", m.version, m.description);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-proxy: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Validate { config: path } => match config::load_file(&path) {
             Ok(c) => {
                 println!(

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::Metrics;
-use crate::config::{GatewayConfig, PoolSource};
+use crate::auth::jwt::{Issuer, IssuerKey, Verifier};
+use crate::config::{
+    AuthConfig, GatewayConfig, IssuerConfig, PoolSource, RouteAuth, ToolRuleConfig,
+};
 use crate::mcp::origin::OriginRule;
 use crate::mcp::session::{parse_key, SessionSealer};
+use crate::policy::tools::{ToolPolicy, ToolRule};
 use crate::routing::pool::Endpoint;
 use crate::routing::{Pool, Worker};
 
@@ -19,6 +23,8 @@ pub struct Route {
     pub path: String,
     pub upstream_path: String,
     pub pool: Arc<Pool>,
+    pub auth: Option<RouteAuth>,
+    pub tools: Option<Arc<ToolPolicy>>,
 }
 
 pub struct Runtime {
@@ -27,6 +33,7 @@ pub struct Runtime {
     pub pools: HashMap<String, Arc<Pool>>,
     pub sealer: SessionSealer,
     pub origins: Vec<OriginRule>,
+    pub verifier: Verifier,
 }
 
 /// Shared by the proxy phases, the admin listener and the control plane.
@@ -41,6 +48,10 @@ pub struct Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("tool rule: {reason}")]
+    ToolRule { reason: String },
+    #[error("issuer {issuer}: {reason}")]
+    IssuerKey { issuer: String, reason: String },
     #[error("the session key in ${var} is not usable: {reason}")]
     SessionKey { var: String, reason: String },
 }
@@ -99,11 +110,15 @@ impl Runtime {
                         path: rc.path.clone(),
                         upstream_path: rc.upstream_path.clone(),
                         pool: pool.clone(),
+                        auth: rc.auth.clone(),
+                        tools: build_tool_policy(rc.tools.as_deref())?,
                     }),
                 );
             }
         }
+        let verifier = build_verifier(&config.auth)?;
         Ok(Runtime {
+            verifier,
             origins: config.origins.clone(),
             config: Arc::new(config),
             routes,
@@ -111,4 +126,75 @@ impl Runtime {
             sealer,
         })
     }
+}
+
+fn issuer_keys(ic: &IssuerConfig) -> Result<Vec<IssuerKey>, BuildError> {
+    let fail = |reason: String| BuildError::IssuerKey {
+        issuer: ic.name.clone(),
+        reason,
+    };
+    if let Some(var) = &ic.secret_env {
+        let secret = std::env::var(var).map_err(|_| fail(format!("${var} is not set")))?;
+        if secret.len() < 32 {
+            return Err(fail(format!("${var} is shorter than 32 bytes")));
+        }
+        return Ok(vec![IssuerKey {
+            kid: None,
+            key: jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        }]);
+    }
+    let family = ic.algorithms.first().map(|a| a.family());
+    let mut keys = Vec::new();
+    for (kid, path) in &ic.public_keys {
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read {path}: {e}")))?;
+        use jsonwebtoken::AlgorithmFamily as F;
+        let key = match family {
+            Some(F::Rsa) => jsonwebtoken::DecodingKey::from_rsa_pem(&pem),
+            Some(F::Ec) => jsonwebtoken::DecodingKey::from_ec_pem(&pem),
+            Some(F::Ed) => jsonwebtoken::DecodingKey::from_ed_pem(&pem),
+            _ => return Err(fail("no algorithm for public keys".into())),
+        }
+        .map_err(|e| {
+            fail(format!(
+                "{path}: not a usable public key for {family:?}: {e}"
+            ))
+        })?;
+        keys.push(IssuerKey {
+            kid: kid.clone(),
+            key,
+        });
+    }
+    Ok(keys)
+}
+
+fn build_tool_policy(
+    rules: Option<&[ToolRuleConfig]>,
+) -> Result<Option<Arc<ToolPolicy>>, BuildError> {
+    let Some(rules) = rules else {
+        return Ok(None);
+    };
+    let mut built = Vec::new();
+    for r in rules {
+        built.push(
+            ToolRule::new(r.roles.clone(), &r.allow, &r.deny)
+                .map_err(|reason| BuildError::ToolRule { reason })?,
+        );
+    }
+    Ok(Some(Arc::new(ToolPolicy::new(built))))
+}
+
+fn build_verifier(auth: &AuthConfig) -> Result<Verifier, BuildError> {
+    let mut issuers = Vec::new();
+    for ic in &auth.issuers {
+        issuers.push(Issuer::new(
+            ic.name.clone(),
+            ic.issuer.clone(),
+            &ic.audiences,
+            ic.algorithms.clone(),
+            issuer_keys(ic)?,
+            ic.roles_claim.clone(),
+            ic.leeway,
+        ));
+    }
+    Ok(Verifier::new(issuers, auth.token_cache_entries))
 }

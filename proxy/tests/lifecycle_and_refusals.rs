@@ -20,7 +20,7 @@ async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body
         .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST: {e}"));
+        .unwrap_or_else(|e| panic!("POST {headers:?}: {e:?}"));
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))

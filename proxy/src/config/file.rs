@@ -25,8 +25,75 @@ pub struct FileConfig {
     pub allowed_origins: Vec<Spanned<String>>,
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    #[serde(default)]
+    pub auth: AuthFile,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AuthFile {
+    /// Token issuers the gateway trusts. When any is configured, every route requires a
+    /// valid token unless it says `auth: { required: false }`.
+    #[serde(default)]
+    pub issuers: Vec<IssuerFile>,
+    /// Verified tokens kept in memory (by SHA-256) until they expire.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_entries: u64,
+}
+
+fn default_token_cache() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IssuerFile {
+    pub name: String,
+    /// The `iss` claim value.
+    pub issuer: Spanned<String>,
+    /// Accepted `aud` values (the resource URI of the MCP endpoint); at least one.
+    pub audiences: Spanned<Vec<String>>,
+    /// Pinned algorithms, one family: HS256/384/512, RS*/PS*, ES256/384, or EdDSA.
+    pub algorithms: Spanned<Vec<String>>,
+    /// Environment variable with the shared secret (HMAC algorithms).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Public keys (RSA, EC, Ed25519) as PEM files, each with an optional `kid`.
+    #[serde(default)]
+    pub public_keys: Vec<PublicKeyFile>,
+    /// Dotted path of the claim holding roles (array or space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_string()
+}
+
+fn default_leeway() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicKeyFile {
+    #[serde(default)]
+    pub kid: Option<String>,
+    pub pem_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RouteAuthFile {
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// The caller needs at least one of these roles (empty: any authenticated caller).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_origins() -> Vec<Spanned<String>> {
@@ -102,6 +169,26 @@ pub struct RouteFile {
     pub pool: Spanned<String>,
     #[serde(default)]
     pub upstream_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub auth: Option<RouteAuthFile>,
+    /// Per-tool rules, first match by role decides (see docs/configuration.md).
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<ToolRuleFile>>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolRuleFile {
+    /// Roles this rule is for; `*` is everyone, including unauthenticated callers.
+    #[serde(default = "default_star")]
+    pub roles: Vec<String>,
+    #[serde(default = "default_star")]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+fn default_star() -> Vec<String> {
+    vec!["*".to_string()]
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,8 +19,34 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub origins: Vec<OriginRule>,
     pub shutdown_grace: Duration,
+    pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub issuers: Vec<IssuerConfig>,
+    pub token_cache_entries: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub secret_env: Option<String>,
+    /// (kid, PEM file path)
+    pub public_keys: Vec<(Option<String>, String)>,
+    pub roles_claim: String,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    pub required: bool,
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +61,17 @@ pub struct RouteConfig {
     pub path: String,
     pub pool: String,
     pub upstream_path: String,
+    /// `None`: the route is open (no issuer is configured).
+    pub auth: Option<RouteAuth>,
+    /// `None`: every tool is allowed.
+    pub tools: Option<Vec<ToolRuleConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRuleConfig {
+    pub roles: Vec<String>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

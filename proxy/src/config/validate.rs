@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{FileConfig, PoolFile};
+use super::file::{AuthFile, FileConfig, PoolFile};
 use super::locate::LineIndex;
 use super::model::*;
 use super::{ConfigError, ConfigErrors};
@@ -228,14 +228,57 @@ impl Validator<'_> {
                 Some(u) => u.value.clone(),
                 None => r.path.value.clone(),
             };
+            let auth = match (&r.auth, f.auth.issuers.is_empty()) {
+                (Some(a), false) => Some(RouteAuth {
+                    required: a.required,
+                    roles: a.roles.clone(),
+                }),
+                (Some(_), true) => {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.auth"),
+                        "route auth needs at least one entry in auth.issuers",
+                    );
+                    None
+                }
+                // Secure by default: with issuers configured, routes require a token.
+                (None, false) => Some(RouteAuth {
+                    required: true,
+                    roles: Vec::new(),
+                }),
+                (None, true) => None,
+            };
+            let tools = r.tools.as_ref().map(|rules| {
+                let mut out = Vec::new();
+                for (j, rule) in rules.value.iter().enumerate() {
+                    let cfg = ToolRuleConfig {
+                        roles: rule.roles.clone(),
+                        allow: rule.allow.clone(),
+                        deny: rule.deny.clone(),
+                    };
+                    if let Err(e) = crate::policy::tools::ToolRule::new(
+                        cfg.roles.clone(),
+                        &cfg.allow,
+                        &cfg.deny,
+                    ) {
+                        self.err(&rules.referenced, format!("{at}.tools[{j}]"), e);
+                    }
+                    out.push(cfg);
+                }
+                out
+            });
             routes.push(RouteConfig {
                 path: r.path.value.clone(),
                 pool: r.pool.value.clone(),
                 upstream_path,
+                auth,
+                tools,
             });
         }
 
+        let auth = self.auth(&f.auth);
         Some(GatewayConfig {
+            auth,
             source: self.name.to_string(),
             listen: listen?,
             admin: admin?,
@@ -252,6 +295,93 @@ impl Validator<'_> {
             routes,
             pools,
         })
+    }
+
+    fn auth(&mut self, a: &AuthFile) -> AuthConfig {
+        let mut issuers = Vec::new();
+        let mut names = HashSet::new();
+        for (i, f) in a.issuers.iter().enumerate() {
+            let at = format!("auth.issuers[{i}]");
+            if !names.insert(f.name.clone()) {
+                self.err(
+                    &Location::UNKNOWN,
+                    format!("{at}.name"),
+                    "issuer names must be unique",
+                );
+            }
+            if f.issuer.value.trim().is_empty() {
+                self.err(
+                    &f.issuer.referenced,
+                    format!("{at}.issuer"),
+                    "must not be empty",
+                );
+            }
+            if f.audiences.value.is_empty() {
+                self.err(
+                    &f.audiences.referenced,
+                    format!("{at}.audiences"),
+                    "at least one audience (the resource URI) is required: aud is always checked",
+                );
+            }
+            let mut algorithms = Vec::new();
+            for name in &f.algorithms.value {
+                match crate::auth::jwt::parse_algorithm(name) {
+                    Some(alg) => algorithms.push(alg),
+                    None => self.err(
+                        &f.algorithms.referenced,
+                        format!("{at}.algorithms"),
+                        format!("unknown algorithm {name:?} (none is never allowed)"),
+                    ),
+                }
+            }
+            if algorithms.is_empty() {
+                self.err(
+                    &f.algorithms.referenced,
+                    format!("{at}.algorithms"),
+                    "pin at least one algorithm",
+                );
+            } else if !crate::auth::jwt::one_family(&algorithms) {
+                self.err(
+                    &f.algorithms.referenced,
+                    format!("{at}.algorithms"),
+                    "algorithms of one issuer must be of one family (HMAC, RSA, EC or EdDSA)",
+                );
+            }
+            let hmac = algorithms
+                .first()
+                .is_some_and(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
+            match (hmac, &f.secret_env, f.public_keys.is_empty()) {
+                (true, Some(_), true) | (false, None, false) => {}
+                (true, _, _) => self.err(
+                    &f.algorithms.referenced,
+                    format!("{at}.secret_env"),
+                    "HMAC algorithms need secret_env and no public_keys",
+                ),
+                (false, _, _) => self.err(
+                    &f.algorithms.referenced,
+                    format!("{at}.public_keys"),
+                    "public-key algorithms need public_keys and no secret_env",
+                ),
+            }
+            issuers.push(IssuerConfig {
+                name: f.name.clone(),
+                issuer: f.issuer.value.clone(),
+                audiences: f.audiences.value.clone(),
+                algorithms,
+                secret_env: f.secret_env.clone(),
+                public_keys: f
+                    .public_keys
+                    .iter()
+                    .map(|k| (k.kid.clone(), k.pem_file.clone()))
+                    .collect(),
+                roles_claim: f.roles_claim.clone(),
+                leeway: f.leeway.0,
+            });
+        }
+        AuthConfig {
+            issuers,
+            token_cache_entries: a.token_cache_entries.max(1),
+        }
     }
 
     fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {

@@ -38,7 +38,27 @@ pub fn on_chunk(
     // Kept before the header check so a refusal can name the request id.
     let parsed = ctx.body.parsed.insert(parsed);
     check_headers(session, parsed)?;
+    check_tools(ctx)?;
     *body = Some(ctx.body.buf.split().freeze());
+    Ok(())
+}
+
+/// Every `tools/call` in the body (a batch included) must be allowed for this caller; the
+/// call never reaches the worker otherwise.
+fn check_tools(ctx: &Ctx) -> Result<(), GatewayError> {
+    let (Some(route), Some(parsed)) = (&ctx.routing.route, &ctx.body.parsed) else {
+        return Ok(());
+    };
+    let Some(policy) = &route.tools else {
+        return Ok(());
+    };
+    for m in &parsed.messages {
+        if let Some(tool) = &m.tool {
+            if !policy.allows(ctx.roles(), tool) {
+                return Err(GatewayError::ToolDenied(tool.clone()));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -95,8 +115,14 @@ mod tests {
     #[test]
     fn header_values_decode() {
         assert_eq!(decode_header_value(b"whoami").as_deref(), Some("whoami"));
-        assert_eq!(decode_header_value(b"=?base64?d2hvYW1p?=").as_deref(), Some("whoami"));
-        assert_eq!(decode_header_value("=?base64?w6k=?=".as_bytes()).as_deref(), Some("\u{e9}"));
+        assert_eq!(
+            decode_header_value(b"=?base64?d2hvYW1p?=").as_deref(),
+            Some("whoami")
+        );
+        assert_eq!(
+            decode_header_value("=?base64?w6k=?=".as_bytes()).as_deref(),
+            Some("\u{e9}")
+        );
         assert_eq!(decode_header_value(b"=?base64?not base64?="), None);
         // Non-canonical padding bits.
         assert_eq!(decode_header_value(b"=?base64?w6l=?="), None);

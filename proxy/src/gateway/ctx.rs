@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::listfilter::ListFilter;
+use crate::auth::Identity;
 use crate::mcp::errors::GatewayError;
 use crate::mcp::jsonrpc;
 use crate::mcp::session::SessionClaims;
@@ -42,6 +44,10 @@ pub struct Ctx {
     pub body: BodyHold,
     /// Set when the gateway answers the request itself.
     pub refusal: Option<GatewayError>,
+    /// The verified caller, on routes with authentication.
+    pub identity: Option<Arc<Identity>>,
+    /// Set when a `tools/list` answer must lose the tools this caller may not call.
+    pub list_filter: Option<ListFilter>,
 }
 
 impl Ctx {
@@ -52,6 +58,8 @@ impl Ctx {
             routing: Routing::default(),
             body: BodyHold::default(),
             refusal: None,
+            identity: None,
+            list_filter: None,
         }
     }
 
@@ -72,6 +80,14 @@ impl Ctx {
                 b.first()?.method.as_deref()
             }
         })
+    }
+
+    /// The caller's roles (none when anonymous).
+    pub fn roles(&self) -> &[String] {
+        self.identity
+            .as_ref()
+            .map(|i| i.roles.as_slice())
+            .unwrap_or(&[])
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod body;
 pub mod ctx;
+mod listfilter;
 mod respond;
 mod steps;
 
@@ -52,7 +53,7 @@ impl ProxyHttp for Gateway {
         match steps::admit(&self.shared, session, ctx) {
             Ok(()) => Ok(false),
             Err(err) => {
-                respond::write_error(session, &err, None).await?;
+                respond::refuse(session, &err, None, false).await;
                 ctx.refusal = Some(err);
                 Ok(true)
             }
@@ -112,6 +113,24 @@ impl ProxyHttp for Gateway {
         steps::rewrite_response(resp, ctx)
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(f) = ctx.list_filter.as_mut() {
+            f.on_chunk(body, end_of_stream).map_err(|_| {
+                Error::explain(
+                    ErrorType::InternalError,
+                    "tools/list answer too large to filter",
+                )
+            })?;
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let err = ctx
             .refusal
@@ -132,9 +151,8 @@ impl ProxyHttp for Gateway {
             0
         } else {
             let id = ctx.rpc_id().map(str::to_owned);
-            if let Err(we) = respond::write_error(session, &err, id.as_deref()).await {
-                tracing::debug!(error = %we, "could not write the error answer");
-            }
+            // Pingora does not reuse a connection after a failed proxy attempt.
+            respond::refuse(session, &err, id.as_deref(), true).await;
             err.http_status()
         };
         ctx.refusal = Some(err);

@@ -8,12 +8,17 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::ctx::Ctx;
+use super::listfilter::ListFilter;
+use crate::auth::jwt::Verifier;
+use crate::auth::{AuthError, Identity};
+use crate::config::RouteAuth;
 use crate::mcp::errors::GatewayError;
 use crate::mcp::headers;
 use crate::mcp::origin;
 use crate::mcp::session::SessionClaims;
 use crate::routing::InflightGuard;
 use crate::runtime::Shared;
+use std::sync::Arc;
 
 /// Headers a client must never be able to set on the way to a worker: its own credentials
 /// (the gateway authenticates; workers get identity from the gateway) and identity claims.
@@ -61,12 +66,22 @@ pub fn admit(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<()
         }
     }
     ctx.body.active = is_post;
+    if let Some(rules) = &route.auth {
+        ctx.identity = authenticate(&rt.verifier, req, rules)?;
+    }
+    let user = ctx
+        .identity
+        .as_ref()
+        .map(|i| i.user_key())
+        .unwrap_or_default();
+    let req = session.req_header();
     if let Some(sid) = req.headers.get(headers::SESSION_ID) {
         let claims = rt
             .sealer
             .open(sid.as_bytes())
             .map_err(|_| GatewayError::SessionNotFound)?;
-        if claims.pool != route.pool.name {
+        // Another pool's session, or another user's: not found, exactly like a forgery.
+        if claims.pool != route.pool.name || claims.user != user {
             return Err(GatewayError::SessionNotFound);
         }
         let worker = route
@@ -79,6 +94,46 @@ pub fn admit(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<()
     }
     ctx.routing.runtime = Some(rt);
     Ok(())
+}
+
+/// The bearer token of `Authorization`; tokens in the query string are refused outright
+/// (they end up in logs and browser history).
+fn authenticate(
+    verifier: &Verifier,
+    req: &RequestHeader,
+    rules: &RouteAuth,
+) -> Result<Option<Arc<Identity>>, GatewayError> {
+    let in_query = req.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("access_token=") || kv.starts_with("token="))
+    });
+    if in_query {
+        return Err(GatewayError::Unauthenticated(AuthError::TokenInQuery));
+    }
+    let token = match req.headers.get("authorization") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| GatewayError::Unauthenticated(AuthError::Malformed))?;
+            let (scheme, token) = v
+                .split_once(' ')
+                .ok_or(GatewayError::Unauthenticated(AuthError::Malformed))?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(GatewayError::Unauthenticated(AuthError::Malformed));
+            }
+            Some(token.trim())
+        }
+    };
+    let identity = match token {
+        None if rules.required => return Err(GatewayError::Unauthenticated(AuthError::Missing)),
+        None => return Ok(None),
+        Some(t) => verifier.verify(t).map_err(GatewayError::Unauthenticated)?,
+    };
+    if !identity.has_any_role(&rules.roles) {
+        return Err(GatewayError::Forbidden(rules.roles.join(", ")));
+    }
+    Ok(Some(identity))
 }
 
 fn client_key(session: &Session) -> u64 {
@@ -174,6 +229,14 @@ pub fn rewrite_upstream_request(
     if let Some(claims) = &ctx.routing.claims {
         up.insert_header(headers::SESSION_ID, claims.upstream_id.as_str())?;
     }
+    if let Some(id) = &ctx.identity {
+        up.insert_header("x-mcp-user-id", id.subject.as_str())?;
+        up.insert_header("x-mcp-user-issuer", id.issuer.as_str())?;
+        up.insert_header("x-mcp-user-roles", id.roles.join(","))?;
+        if let Some(email) = &id.email {
+            up.insert_header("x-mcp-user-email", email.as_str())?;
+        }
+    }
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         up.insert_header("x-forwarded-for", addr.ip().to_string())?;
     }
@@ -182,7 +245,7 @@ pub fn rewrite_upstream_request(
 }
 
 /// `response_filter`: seal the worker's session id; make SSE unbufferable.
-pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
     if let Some(upstream_id) = resp.headers.get(headers::SESSION_ID) {
         let (Some(route), Some(endpoint), Some(rt)) = (
             &ctx.routing.route,
@@ -195,7 +258,11 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
             pool: route.pool.name.clone(),
             worker: endpoint.addr_text.clone(),
             instance: endpoint.instance,
-            user: String::new(),
+            user: ctx
+                .identity
+                .as_ref()
+                .map(|i| i.user_key())
+                .unwrap_or_default(),
             upstream_id: String::from_utf8_lossy(upstream_id.as_bytes()).into_owned(),
             issued_at: 0,
         };
@@ -213,6 +280,15 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if is_sse {
         resp.insert_header("x-accel-buffering", "no")?;
+    }
+    let lists_tools = ctx.rpc_method() == Some("tools/list") && resp.status == 200;
+    if let (true, Some(policy)) = (
+        lists_tools,
+        ctx.routing.route.as_ref().and_then(|r| r.tools.clone()),
+    ) {
+        // The body will change size.
+        resp.remove_header("content-length");
+        ctx.list_filter = Some(ListFilter::new(policy, ctx.roles().to_vec(), is_sse));
     }
     Ok(())
 }

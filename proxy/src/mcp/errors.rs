@@ -19,6 +19,12 @@ pub enum GatewayError {
     InvalidRequest(String),
     #[error("{0}")]
     HeaderMismatch(String),
+    #[error("unauthorized: {0}")]
+    Unauthenticated(crate::auth::AuthError),
+    #[error("forbidden: this endpoint needs one of the roles {0}")]
+    Forbidden(String),
+    #[error("tool `{0}` is not allowed for this caller")]
+    ToolDenied(String),
     #[error("session not found; initialize a new session")]
     SessionNotFound,
     #[error("no healthy worker in pool {pool}")]
@@ -38,6 +44,10 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute | GatewayError::SessionNotFound => 404,
             GatewayError::MethodNotAllowed => 405,
+            GatewayError::Unauthenticated(_) => 401,
+            GatewayError::Forbidden(_) => 403,
+            // A JSON-RPC error for that call, in an ordinary answer clients handle.
+            GatewayError::ToolDenied(_) => 200,
             GatewayError::OriginDenied => 403,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Parse(_)
@@ -64,6 +74,8 @@ impl GatewayError {
             GatewayError::HeaderMismatch(_) => -32020,
             GatewayError::SessionNotFound => -32001,
             GatewayError::OriginDenied => -32003,
+            GatewayError::Unauthenticated(_) => -32004,
+            GatewayError::Forbidden(_) | GatewayError::ToolDenied(_) => -32005,
             GatewayError::NoHealthyWorker { .. }
             | GatewayError::UpstreamUnavailable
             | GatewayError::UpstreamTimeout
@@ -78,6 +90,9 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::OriginDenied => "origin_denied",
+            GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::ToolDenied(_) => "tool_denied",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::Parse(_) => "parse_error",
             GatewayError::InvalidRequest(_) => "invalid_request",

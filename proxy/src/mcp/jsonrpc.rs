@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(m.id.as_deref(), Some("7"));
         assert_eq!(m.tool.as_deref(), Some("add"));
         assert_eq!(m.name.as_deref(), Some("add"));
-        let r = parse(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
+        let r = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.first().unwrap().name.as_deref(), Some("file:///a"));
         assert_eq!(r.first().unwrap().tool, None);
     }
