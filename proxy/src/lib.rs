@@ -5,6 +5,8 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod gateway;
+pub mod identity;
+pub mod identity_link;
 pub mod mcp;
 pub mod policy;
 pub mod routing;

@@ -33,6 +33,98 @@ enum Command {
         #[arg(long, env = "MCP_PROXY_DATABASE", default_value = mcp_proxy::store::DEFAULT_DATABASE_URL)]
         database: String,
     },
+    /// Manage the gateway's own users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print an access token signed with the gateway's key (creating the key if none).
+    Token {
+        /// The user: id or email.
+        #[arg(long)]
+        sub: String,
+        /// Roles to put in the token instead of the user's (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        #[command(flatten)]
+        target: IdentityTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user; without --password one is generated and printed.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// Role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        password: Option<String>,
+        #[command(flatten)]
+        target: IdentityTarget,
+    },
+}
+
+#[derive(clap::Args)]
+struct IdentityTarget {
+    /// Database URL: sqlite://PATH or postgres://….
+    #[arg(long, env = "MCP_PROXY_DATABASE", default_value = mcp_proxy::store::DEFAULT_DATABASE_URL)]
+    database: String,
+    /// `iss` of issued tokens.
+    #[arg(long, env = "MCP_GATEWAY_ISSUER", default_value = mcp_proxy::identity::cli::DEFAULT_ISSUER)]
+    issuer: String,
+    /// `aud` of issued access tokens.
+    #[arg(long, env = "MCP_GATEWAY_AUDIENCE", default_value = mcp_proxy::identity::cli::DEFAULT_AUDIENCE)]
+    audience: String,
+}
+
+impl IdentityTarget {
+    fn into_target(self) -> mcp_proxy::identity::cli::CliTarget {
+        mcp_proxy::identity::cli::CliTarget {
+            database: self.database,
+            issuer: self.issuer,
+            audience: self.audience,
+        }
+    }
+}
+
+fn identity_command(command: Command) -> ExitCode {
+    use mcp_proxy::identity::cli;
+    let result = match command {
+        Command::User {
+            action:
+                UserAction::Add {
+                    email,
+                    roles,
+                    password,
+                    target,
+                },
+        } => cli::user_add(&target.into_target(), &email, &roles, password).map(|u| {
+            println!("created user {} <{}> roles {:?}", u.id, u.email, u.roles);
+            if let Some(p) = u.generated_password {
+                println!("password (shown once): {p}");
+            }
+        }),
+        Command::Token {
+            sub,
+            roles,
+            ttl,
+            target,
+        } => cli::token(&target.into_target(), &sub, &roles, ttl.into()).map(|t| println!("{t}")),
+        _ => return ExitCode::from(2),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_logging() {
@@ -47,6 +139,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        c @ (Command::User { .. } | Command::Token { .. }) => identity_command(c),
         Command::Migrate { database } => match mcp_proxy::store::migrate_blocking(&database) {
             Ok(applied) => {
                 for m in applied {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::Metrics;
+use crate::auth::jwks::JwksSource;
 use crate::auth::jwt::{Issuer, IssuerKey, Verifier};
 use crate::config::{
-    AuthConfig, GatewayConfig, IssuerConfig, PoolSource, RouteAuth, ToolRuleConfig,
+    AuthConfig, CredentialRule, GatewayConfig, IdentityConfig, IssuerConfig, PoolSource, RouteAuth,
+    ToolRuleConfig,
 };
 use crate::mcp::origin::OriginRule;
 use crate::mcp::session::{parse_key, SessionSealer};
@@ -25,6 +27,7 @@ pub struct Route {
     pub pool: Arc<Pool>,
     pub auth: Option<RouteAuth>,
     pub tools: Option<Arc<ToolPolicy>>,
+    pub credential: Option<CredentialRule>,
 }
 
 pub struct Runtime {
@@ -44,6 +47,14 @@ pub struct Shared {
     pub inflight: AtomicUsize,
     /// Set when shutdown begins: readiness turns false.
     pub draining: AtomicBool,
+    /// The gateway's own identity service, once started (when configured).
+    pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
+}
+
+pub struct IdentityHandle {
+    pub provider: Arc<dyn crate::auth::IdentityProvider>,
+    /// Where the identity service's HTTP endpoints listen (loopback, internal).
+    pub internal_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +123,12 @@ impl Runtime {
                         pool: pool.clone(),
                         auth: rc.auth.clone(),
                         tools: build_tool_policy(rc.tools.as_deref())?,
+                        credential: rc.credential.clone(),
                     }),
                 );
             }
         }
-        let verifier = build_verifier(&config.auth)?;
+        let verifier = build_verifier(&config.auth, config.identity.as_ref())?;
         Ok(Runtime {
             verifier,
             origins: config.origins.clone(),
@@ -183,10 +195,28 @@ fn build_tool_policy(
     Ok(Some(Arc::new(ToolPolicy::new(built))))
 }
 
-fn build_verifier(auth: &AuthConfig) -> Result<Verifier, BuildError> {
+/// Name of the gateway's own issuer in the verifier.
+pub const GATEWAY_ISSUER: &str = "gateway";
+
+fn build_verifier(
+    auth: &AuthConfig,
+    identity: Option<&IdentityConfig>,
+) -> Result<Verifier, BuildError> {
     let mut issuers = Vec::new();
-    for ic in &auth.issuers {
+    if let Some(id) = identity {
+        // Keys arrive from the identity service once it has started, and on each rotation.
         issuers.push(Issuer::new(
+            GATEWAY_ISSUER.to_string(),
+            id.issuer.clone(),
+            std::slice::from_ref(&id.audience),
+            vec![jsonwebtoken::Algorithm::ES256],
+            Vec::new(),
+            "roles".to_string(),
+            std::time::Duration::from_secs(30),
+        ));
+    }
+    for ic in &auth.issuers {
+        let mut issuer = Issuer::new(
             ic.name.clone(),
             ic.issuer.clone(),
             &ic.audiences,
@@ -194,7 +224,17 @@ fn build_verifier(auth: &AuthConfig) -> Result<Verifier, BuildError> {
             issuer_keys(ic)?,
             ic.roles_claim.clone(),
             ic.leeway,
-        ));
+        );
+        if let Some(uri) = &ic.jwks_uri {
+            let src = JwksSource::new(uri.clone(), ic.jwks_max_age).map_err(|e| {
+                BuildError::IssuerKey {
+                    issuer: ic.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            issuer = issuer.with_jwks(Arc::new(src));
+        }
+        issuers.push(issuer);
     }
     Ok(Verifier::new(issuers, auth.token_cache_entries))
 }

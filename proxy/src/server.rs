@@ -29,8 +29,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the control plane: {0}")]
-    Control(std::io::Error),
+    #[error("cannot start: {0}")]
+    Control(String),
 }
 
 /// SIGTERM and SIGINT both mean: stop accepting, drain, stop workers.
@@ -60,6 +60,7 @@ impl ShutdownSignalWatch for Signals {
 
 /// Run the gateway until a shutdown signal; never returns.
 pub fn run(config: GatewayConfig) -> Result<(), StartError> {
+    crate::auth::jwks::install_crypto_provider();
     let grace = config.shutdown_grace;
     let listen = config.listen;
     let threads = config.threads;
@@ -81,6 +82,7 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         metrics: Arc::new(Metrics::new()?),
         inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
+        identity: arc_swap::ArcSwapOption::empty(),
     });
     let control = ControlPlane::start(shared.clone(), admin).map_err(StartError::Control)?;
 
@@ -111,7 +113,7 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
     std::thread::Builder::new()
         .name("mcp-drain".into())
         .spawn(move || drain_then_exit(phases, drain_shared, control, grace))
-        .map_err(StartError::Control)?;
+        .map_err(|e| StartError::Control(e.to_string()))?;
 
     tracing::info!(%listen, admin = %admin_addr, "gateway started");
     server.run(RunArgs {

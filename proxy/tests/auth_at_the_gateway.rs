@@ -309,3 +309,43 @@ async fn a_missing_role_gets_403() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_401_points_to_the_protected_resource_metadata() {
+    let (port, admin) = (free_port(), free_port());
+    let public = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        r#"public_url: {public}
+auth:
+  issuers:
+    - name: corp
+      issuer: {ISS}
+      audiences: ["{AUD}"]
+      algorithms: [ES256]
+      public_keys: [{{ kid: k1, pem_file: "{FIXTURES}/es256-public.pem" }}]
+"#
+    );
+    let gw = Gateway::start_with(&spawn_pool_config(port, admin, 1, &extra), port, admin).await;
+    let r = init_with(&gw.url(), None).await;
+    assert_eq!(r.status(), 401);
+    let www = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let meta_url = format!("{public}/.well-known/oauth-protected-resource/mcp");
+    assert!(
+        www.contains(&format!("resource_metadata=\"{meta_url}\"")),
+        "{www}"
+    );
+    let meta: Value = reqwest::get(&meta_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(meta["resource"], format!("{public}/mcp"));
+    assert_eq!(meta["authorization_servers"], json!([ISS]));
+    assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
+}

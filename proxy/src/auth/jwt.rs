@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::TokenCache;
+use super::jwks::JwksSource;
 use super::{AuthError, Identity};
 
 pub struct IssuerKey {
@@ -24,9 +26,12 @@ pub struct Issuer {
     pub name: String,
     pub iss: String,
     pub algorithms: Vec<Algorithm>,
-    pub keys: Vec<IssuerKey>,
+    /// Swapped whole when keys rotate (the gateway's own issuer) or a key set is refetched.
+    pub keys: ArcSwap<Vec<IssuerKey>>,
     /// Dotted path of the roles claim (`roles`, `app_metadata.roles`).
     pub roles_claim: String,
+    /// Where the keys come from when the issuer publishes a JWKS.
+    pub jwks: Option<Arc<JwksSource>>,
     validation: Validation,
 }
 
@@ -54,9 +59,33 @@ impl Issuer {
             name,
             iss,
             algorithms,
-            keys,
+            keys: ArcSwap::from_pointee(keys),
             roles_claim,
+            jwks: None,
             validation,
+        }
+    }
+
+    pub fn with_jwks(mut self, source: Arc<JwksSource>) -> Issuer {
+        self.jwks = Some(source);
+        self
+    }
+
+    /// Refetch this issuer's key set and swap it in; on failure the last good set stays.
+    pub async fn refresh_keys(&self) -> bool {
+        let Some(src) = &self.jwks else {
+            return false;
+        };
+        match src.fetch(&self.algorithms).await {
+            Ok(keys) => {
+                tracing::debug!(issuer = %self.name, keys = keys.len(), "key set fetched");
+                self.keys.store(Arc::new(keys));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.name, error = %e, "key set fetch failed; keeping the last good set");
+                false
+            }
         }
     }
 }
@@ -118,6 +147,42 @@ impl Verifier {
         self.issuers.is_empty()
     }
 
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// Verify; when the only problem is a key id nobody knows and the token's issuer
+    /// publishes a JWKS, refetch it (at most once per 10 s) and try once more.
+    pub async fn verify_refreshing(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) => {
+                let iss = jsonwebtoken::dangerous::insecure_decode::<Peek>(token)
+                    .ok()
+                    .and_then(|d| d.claims.iss);
+                let issuer = iss.and_then(|iss| self.issuers.iter().find(|i| i.iss == iss));
+                match issuer {
+                    Some(i) if i.jwks.as_ref().is_some_and(|s| s.claim_forced_refetch()) => {
+                        i.refresh_keys().await;
+                        self.verify(token)
+                    }
+                    _ => Err(AuthError::UnknownKey),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Replace the keys of the issuer whose `iss` is `iss` (rotation, refetched key sets).
+    pub fn set_keys(&self, iss: &str, keys: Vec<IssuerKey>) -> bool {
+        match self.issuers.iter().find(|i| i.iss == iss) {
+            Some(i) => {
+                i.keys.store(std::sync::Arc::new(keys));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Verify a bearer token, from the cache when it was verified before.
     pub fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         if token.len() > 16 * 1024 {
@@ -151,13 +216,13 @@ impl Verifier {
         if !issuer.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
+        let keys = issuer.keys.load();
         let key = match &header.kid {
-            Some(kid) => issuer
-                .keys
+            Some(kid) => keys
                 .iter()
                 .find(|k| k.kid.as_deref() == Some(kid.as_str()))
                 .ok_or(AuthError::UnknownKey)?,
-            None if issuer.keys.len() == 1 => &issuer.keys[0],
+            None if keys.len() == 1 => &keys[0],
             None => return Err(AuthError::UnknownKey),
         };
         let data =

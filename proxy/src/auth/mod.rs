@@ -2,6 +2,7 @@
 //! cache of verified tokens so the hot path does no signature check for a token seen before.
 
 pub mod cache;
+pub mod jwks;
 pub mod jwt;
 
 /// Who is calling, as established by a verified token.
@@ -55,4 +56,21 @@ pub enum AuthError {
     BadSignature,
     #[error("the token is invalid: {0}")]
     Invalid(&'static str),
+}
+
+/// What the gateway needs from its own identity service on the request path. Implemented by
+/// `identity::IdentityService`; a trait so the proxy does not depend on its internals.
+#[async_trait::async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// `iss` of the gateway's own tokens; API-key callers get the same issuer so a user's
+    /// sessions are theirs whichever credential they present.
+    fn issuer(&self) -> &str;
+    /// The user behind an API key, or `None` for an unknown, revoked or expired key.
+    async fn authenticate_api_key(&self, presented: &str) -> Result<Option<Identity>, String>;
+    /// The user's stored credential for `service`, decrypted.
+    async fn service_credential(
+        &self,
+        user_id: &str,
+        service: &str,
+    ) -> Result<Option<String>, String>;
 }

@@ -27,6 +27,15 @@ pub struct FileConfig {
     pub shutdown_grace: HumanDuration,
     #[serde(default)]
     pub auth: AuthFile,
+    /// The URL clients use to reach this gateway (`https://mcp.example.com`); the base of
+    /// resource URIs, protected-resource metadata and the gateway's own token issuer.
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub database: Option<DatabaseFile>,
+    /// The gateway's own users, logins, API keys and tokens (needs `database`).
+    #[serde(default)]
+    pub identity: Option<IdentityFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -61,11 +70,21 @@ pub struct IssuerFile {
     /// Public keys (RSA, EC, Ed25519) as PEM files, each with an optional `kid`.
     #[serde(default)]
     pub public_keys: Vec<PublicKeyFile>,
+    /// Or the issuer's published key set (OIDC `jwks_uri`).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// How often the key set is refetched.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age: HumanDuration,
     /// Dotted path of the claim holding roles (array or space-separated string).
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
     #[serde(default = "default_leeway")]
     pub leeway: HumanDuration,
+}
+
+fn default_jwks_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 fn default_roles_claim() -> String {
@@ -84,9 +103,62 @@ pub struct PublicKeyFile {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct DatabaseFile {
+    /// `sqlite://data/gateway.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Apply migrations at start.
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IdentityFile {
+    #[serde(default = "default_access_ttl")]
+    pub access_ttl: HumanDuration,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl: HumanDuration,
+    #[serde(default = "default_refresh_ttl")]
+    pub key_rotation: HumanDuration,
+    /// Environment variable with the 32-byte key that encrypts stored service credentials
+    /// and signing keys (base64 or hex).
+    #[serde(default = "default_credentials_key_env")]
+    pub credentials_key_env: String,
+}
+
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+
+fn default_refresh_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 24 * 3600))
+}
+
+fn default_credentials_key_env() -> String {
+    "MCP_GATEWAY_CREDENTIALS_KEY".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CredentialFile {
+    /// The service name users store their credential under (`PUT /auth/credentials/{service}`).
+    pub service: String,
+    /// Header the credential is injected into, e.g. `Authorization`.
+    pub header: String,
+    /// `{token}` is replaced by the credential, e.g. `Bearer {token}`.
+    #[serde(default = "default_credential_format")]
+    pub format: String,
+}
+
+fn default_credential_format() -> String {
+    "{token}".to_string()
+}
+
+#[derive(Debug, Deserialize)]
 pub struct RouteAuthFile {
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Accept the gateway's API keys (`X-API-Key` or `Authorization: Bearer mcpk_…`).
+    #[serde(default = "default_true")]
+    pub api_keys: bool,
     /// The caller needs at least one of these roles (empty: any authenticated caller).
     #[serde(default)]
     pub roles: Vec<String>,
@@ -174,6 +246,9 @@ pub struct RouteFile {
     /// Per-tool rules, first match by role decides (see docs/configuration.md).
     #[serde(default)]
     pub tools: Option<Spanned<Vec<ToolRuleFile>>>,
+    /// A per-user service credential injected into requests to the workers.
+    #[serde(default)]
+    pub credential: Option<CredentialFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,9 @@ pub struct GatewayConfig {
     pub origins: Vec<OriginRule>,
     pub shutdown_grace: Duration,
     pub auth: AuthConfig,
+    pub public_url: Option<String>,
+    pub database: Option<DatabaseConfig>,
+    pub identity: Option<IdentityConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
 }
@@ -39,6 +42,8 @@ pub struct IssuerConfig {
     pub secret_env: Option<String>,
     /// (kid, PEM file path)
     pub public_keys: Vec<(Option<String>, String)>,
+    pub jwks_uri: Option<String>,
+    pub jwks_max_age: Duration,
     pub roles_claim: String,
     pub leeway: Duration,
 }
@@ -47,6 +52,32 @@ pub struct IssuerConfig {
 pub struct RouteAuth {
     pub required: bool,
     pub roles: Vec<String>,
+    pub api_keys: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// `iss` of the tokens the gateway issues: `public_url`.
+    pub issuer: String,
+    /// `aud` of those tokens: `public_url` (accepted on every route).
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub key_rotation: Duration,
+    pub credentials_key_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRule {
+    pub service: String,
+    pub header: String,
+    pub format: String,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +96,7 @@ pub struct RouteConfig {
     pub auth: Option<RouteAuth>,
     /// `None`: every tool is allowed.
     pub tools: Option<Vec<ToolRuleConfig>>,
+    pub credential: Option<CredentialRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -228,16 +228,18 @@ impl Validator<'_> {
                 Some(u) => u.value.clone(),
                 None => r.path.value.clone(),
             };
-            let auth = match (&r.auth, f.auth.issuers.is_empty()) {
+            let no_issuer = f.auth.issuers.is_empty() && f.identity.is_none();
+            let auth = match (&r.auth, no_issuer) {
                 (Some(a), false) => Some(RouteAuth {
                     required: a.required,
                     roles: a.roles.clone(),
+                    api_keys: a.api_keys && f.identity.is_some(),
                 }),
                 (Some(_), true) => {
                     self.err(
                         &Location::UNKNOWN,
                         format!("{at}.auth"),
-                        "route auth needs at least one entry in auth.issuers",
+                        "route auth needs identity or at least one entry in auth.issuers",
                     );
                     None
                 }
@@ -245,6 +247,7 @@ impl Validator<'_> {
                 (None, false) => Some(RouteAuth {
                     required: true,
                     roles: Vec::new(),
+                    api_keys: f.identity.is_some(),
                 }),
                 (None, true) => None,
             };
@@ -267,18 +270,95 @@ impl Validator<'_> {
                 }
                 out
             });
+            let credential = r.credential.as_ref().map(|c| CredentialRule {
+                service: c.service.clone(),
+                header: c.header.to_ascii_lowercase(),
+                format: c.format.clone(),
+            });
+            if let Some(c) = &credential {
+                if f.identity.is_none() {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.credential"),
+                        "service credentials are stored by identity: configure identity and database",
+                    );
+                }
+                if http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.credential.header"),
+                        "not a valid header name",
+                    );
+                }
+                if !c.format.contains("{token}") {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.credential.format"),
+                        "must contain {token}",
+                    );
+                }
+            }
             routes.push(RouteConfig {
                 path: r.path.value.clone(),
                 pool: r.pool.value.clone(),
                 upstream_path,
                 auth,
                 tools,
+                credential,
             });
         }
 
         let auth = self.auth(&f.auth);
+        let public_url = f
+            .public_url
+            .as_ref()
+            .map(|u| u.value.trim_end_matches('/').to_string());
+        if let Some(u) = &f.public_url {
+            if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                self.err(&u.referenced, "public_url", "expected http:// or https://");
+            }
+        }
+        let database = f.database.as_ref().map(|d| DatabaseConfig {
+            url: d.url.clone(),
+            migrate: d.migrate,
+        });
+        if let Some(d) = &database {
+            if !(d.url.starts_with("sqlite:")
+                || d.url.starts_with("postgres://")
+                || d.url.starts_with("postgresql://"))
+            {
+                self.err(
+                    &Location::UNKNOWN,
+                    "database.url",
+                    "expected sqlite:… or postgres://…",
+                );
+            }
+        }
+        let identity = f.identity.as_ref().map(|i| {
+            let base = public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", f.listen.value));
+            IdentityConfig {
+                issuer: base.clone(),
+                audience: base,
+                access_ttl: i.access_ttl.0,
+                refresh_ttl: i.refresh_ttl.0,
+                key_rotation: i.key_rotation.0,
+                credentials_key_env: i.credentials_key_env.clone(),
+            }
+        });
+        if identity.is_some() && database.is_none() {
+            self.err(
+                &Location::UNKNOWN,
+                "identity",
+                "needs database (users, keys and tokens are stored)",
+            );
+        }
         Some(GatewayConfig {
             auth,
+            public_url,
+            database,
+            identity,
             source: self.name.to_string(),
             listen: listen?,
             admin: admin?,
@@ -350,7 +430,17 @@ impl Validator<'_> {
             let hmac = algorithms
                 .first()
                 .is_some_and(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
-            match (hmac, &f.secret_env, f.public_keys.is_empty()) {
+            let has_public = !f.public_keys.is_empty() || f.jwks_uri.is_some();
+            if let Some(uri) = &f.jwks_uri {
+                if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.jwks_uri"),
+                        "expected an http(s) URL",
+                    );
+                }
+            }
+            match (hmac, &f.secret_env, !has_public) {
                 (true, Some(_), true) | (false, None, false) => {}
                 (true, _, _) => self.err(
                     &f.algorithms.referenced,
@@ -360,7 +450,7 @@ impl Validator<'_> {
                 (false, _, _) => self.err(
                     &f.algorithms.referenced,
                     format!("{at}.public_keys"),
-                    "public-key algorithms need public_keys and no secret_env",
+                    "public-key algorithms need public_keys or jwks_uri, and no secret_env",
                 ),
             }
             issuers.push(IssuerConfig {
@@ -374,6 +464,8 @@ impl Validator<'_> {
                     .iter()
                     .map(|k| (k.kid.clone(), k.pem_file.clone()))
                     .collect(),
+                jwks_uri: f.jwks_uri.clone(),
+                jwks_max_age: f.jwks_max_age.0,
                 roles_claim: f.roles_claim.clone(),
                 leeway: f.leeway.0,
             });

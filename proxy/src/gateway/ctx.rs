@@ -26,6 +26,8 @@ pub struct Routing {
     /// Slots already tried for this request (connect failures).
     pub tried: Vec<usize>,
     pub endpoint: Option<Arc<Endpoint>>,
+    /// Set for the identity service's endpoints: proxied to this loopback address.
+    pub internal: Option<std::net::SocketAddr>,
     pub guard: Option<InflightGuard>,
 }
 
@@ -46,6 +48,8 @@ pub struct Ctx {
     pub refusal: Option<GatewayError>,
     /// The verified caller, on routes with authentication.
     pub identity: Option<Arc<Identity>>,
+    /// The caller's stored credential for the route's service, to inject upstream.
+    pub credential: Option<String>,
     /// Set when a `tools/list` answer must lose the tools this caller may not call.
     pub list_filter: Option<ListFilter>,
 }
@@ -59,6 +63,7 @@ impl Ctx {
             body: BodyHold::default(),
             refusal: None,
             identity: None,
+            credential: None,
             list_filter: None,
         }
     }

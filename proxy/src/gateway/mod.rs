@@ -1,5 +1,6 @@
 //! The Pingora `ProxyHttp` implementation. Thin: each phase calls named steps.
 
+mod authn;
 mod body;
 pub mod ctx;
 mod listfilter;
@@ -50,10 +51,22 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.shared.inflight.fetch_add(1, Ordering::AcqRel);
         ctx.counted = true;
-        match steps::admit(&self.shared, session, ctx) {
+        let admitted = match steps::admit(&self.shared, session, ctx) {
+            Ok(steps::Admitted::Mcp) => authn::authenticate(&self.shared, session, ctx)
+                .await
+                .and_then(|()| steps::resume_session(session, ctx)),
+            Ok(steps::Admitted::Internal) => Ok(()),
+            Ok(steps::Admitted::Answer(json)) => {
+                respond::write_json(session, 200, json).await?;
+                return Ok(true);
+            }
+            Err(e) => Err(e),
+        };
+        match admitted {
             Ok(()) => Ok(false),
             Err(err) => {
-                respond::refuse(session, &err, None, false).await;
+                let www = steps::resource_metadata_url(ctx);
+                respond::refuse(session, &err, None, false, www.as_deref()).await;
                 ctx.refusal = Some(err);
                 Ok(true)
             }
@@ -152,7 +165,7 @@ impl ProxyHttp for Gateway {
         } else {
             let id = ctx.rpc_id().map(str::to_owned);
             // Pingora does not reuse a connection after a failed proxy attempt.
-            respond::refuse(session, &err, id.as_deref(), true).await;
+            respond::refuse(session, &err, id.as_deref(), true, None).await;
             err.http_status()
         };
         ctx.refusal = Some(err);

@@ -7,11 +7,23 @@ use pingora::Result;
 
 use crate::mcp::errors::GatewayError;
 
-/// Write `err` as an HTTP status with a JSON-RPC error body.
+/// Write a JSON answer of the gateway's own.
+pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Write `err` as an HTTP status with a JSON-RPC error body. `resource_metadata` is the RFC
+/// 9728 document a 401 points to.
 pub async fn write_error(
     session: &mut Session,
     err: &GatewayError,
     id: Option<&str>,
+    resource_metadata: Option<&str>,
 ) -> Result<()> {
     let body: Bytes = err.jsonrpc_error_body(id);
     let mut h = ResponseHeader::build(err.http_status(), Some(5))?;
@@ -20,13 +32,18 @@ pub async fn write_error(
     h.insert_header("cache-control", "no-store")?;
     match err {
         GatewayError::MethodNotAllowed => h.insert_header("allow", "GET, POST, DELETE")?,
-        GatewayError::Unauthenticated(crate::auth::AuthError::Missing) => {
-            h.insert_header("www-authenticate", "Bearer realm=\"mcp-gateway\"")?
+        GatewayError::Unauthenticated(why) => {
+            let mut v = String::from("Bearer realm=\"mcp-gateway\"");
+            if let Some(url) = resource_metadata {
+                v.push_str(&format!(", resource_metadata=\"{url}\""));
+            }
+            if *why != crate::auth::AuthError::Missing {
+                v.push_str(&format!(
+                    ", error=\"invalid_token\", error_description=\"{why}\""
+                ));
+            }
+            h.insert_header("www-authenticate", v)?
         }
-        GatewayError::Unauthenticated(why) => h.insert_header(
-            "www-authenticate",
-            format!("Bearer realm=\"mcp-gateway\", error=\"invalid_token\", error_description=\"{why}\""),
-        )?,
         GatewayError::Forbidden(_) => h.insert_header(
             "www-authenticate",
             "Bearer realm=\"mcp-gateway\", error=\"insufficient_scope\"",
@@ -44,12 +61,18 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// answer says `Connection: close`, and what the client still sends is read and discarded for
 /// a short while (a lingering close), so closing does not reset the connection before the
 /// client has read the answer.
-pub async fn refuse(session: &mut Session, err: &GatewayError, id: Option<&str>, close: bool) {
+pub async fn refuse(
+    session: &mut Session,
+    err: &GatewayError,
+    id: Option<&str>,
+    close: bool,
+    resource_metadata: Option<&str>,
+) {
     let pending = !session.as_downstream_mut().is_body_done();
     if pending || close {
         session.as_downstream_mut().set_keepalive(None);
     }
-    if let Err(e) = write_error(session, err, id).await {
+    if let Err(e) = write_error(session, err, id, resource_metadata).await {
         tracing::debug!(error = %e, "could not write the error answer");
         return;
     }

@@ -9,16 +9,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::ctx::Ctx;
 use super::listfilter::ListFilter;
-use crate::auth::jwt::Verifier;
-use crate::auth::{AuthError, Identity};
-use crate::config::RouteAuth;
 use crate::mcp::errors::GatewayError;
 use crate::mcp::headers;
 use crate::mcp::origin;
 use crate::mcp::session::SessionClaims;
 use crate::routing::InflightGuard;
-use crate::runtime::Shared;
-use std::sync::Arc;
+use crate::runtime::{Runtime, Shared};
 
 /// Headers a client must never be able to set on the way to a worker: its own credentials
 /// (the gateway authenticates; workers get identity from the gateway) and identity claims.
@@ -28,24 +24,50 @@ const STRIPPED: &[&str] = &[
     "x-api-key",
     "cookie",
     "proxy-authorization",
+];
+const FORWARDING: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
+    "x-forwarded-proto",
     "x-real-ip",
 ];
 
-/// `request_filter`: route, method, origin, declared size, sealed session.
-pub fn admit(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+/// What `admit` decided.
+pub enum Admitted {
+    /// An MCP route: authenticate, then resume the session, then proxy.
+    Mcp,
+    /// The identity service's endpoints (`/auth/…`, `/.well-known/jwks.json`): proxied to it.
+    Internal,
+    /// The gateway answers itself with this JSON.
+    Answer(bytes::Bytes),
+}
+
+const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+
+/// `request_filter`, first step: route, method, origin, declared size.
+pub fn admit(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<Admitted, GatewayError> {
     let rt = shared.runtime.load_full();
     let limits = &rt.config.limits;
     session.set_read_timeout(Some(limits.client_read_timeout));
     session.set_write_timeout(Some(limits.client_write_timeout));
     let req = session.req_header();
-    let route = rt
-        .routes
-        .get(req.uri.path())
-        .cloned()
-        .ok_or(GatewayError::NoRoute)?;
-    ctx.routing.route = Some(route.clone());
+    let path = req.uri.path();
+    if let Some(rest) = path.strip_prefix(PROTECTED_RESOURCE) {
+        ctx.routing.runtime = Some(rt.clone());
+        return protected_resource_metadata(&rt, rest).map(Admitted::Answer);
+    }
+    if path.starts_with("/auth/") || path == "/.well-known/jwks.json" {
+        let handle = shared.identity.load_full().ok_or(GatewayError::NoRoute)?;
+        ctx.routing.internal = Some(handle.internal_addr);
+        ctx.routing.runtime = Some(rt);
+        return Ok(Admitted::Internal);
+    }
+    let route = rt.routes.get(path).cloned().ok_or(GatewayError::NoRoute)?;
+    ctx.routing.route = Some(route);
     let method = &req.method;
     let is_post = method == http::Method::POST;
     if !(is_post || method == http::Method::GET || method == http::Method::DELETE) {
@@ -66,74 +88,79 @@ pub fn admit(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<()
         }
     }
     ctx.body.active = is_post;
-    if let Some(rules) = &route.auth {
-        ctx.identity = authenticate(&rt.verifier, req, rules)?;
+    ctx.routing.runtime = Some(rt);
+    Ok(Admitted::Mcp)
+}
+
+/// Where a 401 should point the client for this route's protected-resource metadata.
+pub fn resource_metadata_url(ctx: &Ctx) -> Option<String> {
+    let rt = ctx.routing.runtime.as_ref()?;
+    let base = rt.config.public_url.as_ref()?;
+    let route = ctx.routing.route.as_ref()?;
+    Some(format!("{base}{PROTECTED_RESOURCE}{}", route.path))
+}
+
+/// RFC 9728 metadata for the route at `route_path` (or for the gateway as a whole).
+fn protected_resource_metadata(
+    rt: &Runtime,
+    route_path: &str,
+) -> Result<bytes::Bytes, GatewayError> {
+    let base = rt.config.public_url.clone().ok_or(GatewayError::NoRoute)?;
+    let route = if route_path.is_empty() {
+        rt.routes.values().find(|r| r.auth.is_some())
+    } else {
+        rt.routes.get(route_path)
     }
+    .ok_or(GatewayError::NoRoute)?;
+    let mut servers: Vec<String> = rt
+        .config
+        .auth
+        .issuers
+        .iter()
+        .map(|i| i.issuer.clone())
+        .collect();
+    if let Some(id) = &rt.config.identity {
+        servers.insert(0, id.issuer.clone());
+    }
+    let doc = serde_json::json!({
+        "resource": format!("{base}{}", route.path),
+        "authorization_servers": servers,
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": route.auth.as_ref().map(|a| a.roles.clone()).unwrap_or_default(),
+    });
+    Ok(bytes::Bytes::from(doc.to_string()))
+}
+
+/// `request_filter`, last step: open the sealed session id, which must belong to this pool
+/// and to this caller.
+pub fn resume_session(session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let (Some(rt), Some(route)) = (ctx.routing.runtime.clone(), ctx.routing.route.clone()) else {
+        return Ok(());
+    };
+    let Some(sid) = session.req_header().headers.get(headers::SESSION_ID) else {
+        return Ok(());
+    };
     let user = ctx
         .identity
         .as_ref()
         .map(|i| i.user_key())
         .unwrap_or_default();
-    let req = session.req_header();
-    if let Some(sid) = req.headers.get(headers::SESSION_ID) {
-        let claims = rt
-            .sealer
-            .open(sid.as_bytes())
-            .map_err(|_| GatewayError::SessionNotFound)?;
-        // Another pool's session, or another user's: not found, exactly like a forgery.
-        if claims.pool != route.pool.name || claims.user != user {
-            return Err(GatewayError::SessionNotFound);
-        }
-        let worker = route
-            .pool
-            .find(&claims.worker, claims.instance)
-            .cloned()
-            .ok_or(GatewayError::SessionNotFound)?;
-        ctx.routing.pinned = Some(worker);
-        ctx.routing.claims = Some(claims);
+    let claims = rt
+        .sealer
+        .open(sid.as_bytes())
+        .map_err(|_| GatewayError::SessionNotFound)?;
+    // Another pool's session, or another user's: not found, exactly like a forgery.
+    if claims.pool != route.pool.name || claims.user != user {
+        return Err(GatewayError::SessionNotFound);
     }
-    ctx.routing.runtime = Some(rt);
+    let worker = route
+        .pool
+        .find(&claims.worker, claims.instance)
+        .cloned()
+        .ok_or(GatewayError::SessionNotFound)?;
+    ctx.routing.pinned = Some(worker);
+    ctx.routing.claims = Some(claims);
     Ok(())
-}
-
-/// The bearer token of `Authorization`; tokens in the query string are refused outright
-/// (they end up in logs and browser history).
-fn authenticate(
-    verifier: &Verifier,
-    req: &RequestHeader,
-    rules: &RouteAuth,
-) -> Result<Option<Arc<Identity>>, GatewayError> {
-    let in_query = req.uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.starts_with("access_token=") || kv.starts_with("token="))
-    });
-    if in_query {
-        return Err(GatewayError::Unauthenticated(AuthError::TokenInQuery));
-    }
-    let token = match req.headers.get("authorization") {
-        None => None,
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| GatewayError::Unauthenticated(AuthError::Malformed))?;
-            let (scheme, token) = v
-                .split_once(' ')
-                .ok_or(GatewayError::Unauthenticated(AuthError::Malformed))?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(GatewayError::Unauthenticated(AuthError::Malformed));
-            }
-            Some(token.trim())
-        }
-    };
-    let identity = match token {
-        None if rules.required => return Err(GatewayError::Unauthenticated(AuthError::Missing)),
-        None => return Ok(None),
-        Some(t) => verifier.verify(t).map_err(GatewayError::Unauthenticated)?,
-    };
-    if !identity.has_any_role(&rules.roles) {
-        return Err(GatewayError::Forbidden(rules.roles.join(", ")));
-    }
-    Ok(Some(identity))
 }
 
 fn client_key(session: &Session) -> u64 {
@@ -146,6 +173,9 @@ fn client_key(session: &Session) -> u64 {
 
 /// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones.
 pub fn choose_peer(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
+    if let Some(addr) = ctx.routing.internal {
+        return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
+    }
     let route = ctx.routing.route.clone().ok_or(GatewayError::Internal)?;
     let pool = &route.pool;
     let worker = match &ctx.routing.pinned {
@@ -200,6 +230,15 @@ pub fn rewrite_upstream_request(
     up: &mut RequestHeader,
     ctx: &Ctx,
 ) -> Result<()> {
+    if ctx.routing.internal.is_some() {
+        // The identity service reads the caller's own token; only identity claims and
+        // forwarding headers are the gateway's to set.
+        strip(up, |n| {
+            STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p)) || FORWARDING.contains(&n)
+        });
+        set_forwarded(session, up)?;
+        return Ok(());
+    }
     let Some(route) = &ctx.routing.route else {
         return Err(Error::new(ErrorType::InternalError));
     };
@@ -214,18 +253,11 @@ pub fn rewrite_upstream_request(
             .map_err(|_| Error::new(ErrorType::InternalError))?;
         up.set_uri(uri);
     }
-    let doomed: Vec<http::HeaderName> = up
-        .headers
-        .keys()
-        .filter(|k| {
-            let n = k.as_str();
-            STRIPPED.contains(&n) || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        up.remove_header(&name);
-    }
+    strip(up, |n| {
+        STRIPPED.contains(&n)
+            || FORWARDING.contains(&n)
+            || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
+    });
     if let Some(claims) = &ctx.routing.claims {
         up.insert_header(headers::SESSION_ID, claims.upstream_id.as_str())?;
     }
@@ -237,6 +269,32 @@ pub fn rewrite_upstream_request(
             up.insert_header("x-mcp-user-email", email.as_str())?;
         }
     }
+    if let (Some(rule), Some(secret)) = (
+        ctx.routing
+            .route
+            .as_ref()
+            .and_then(|r| r.credential.as_ref()),
+        &ctx.credential,
+    ) {
+        up.insert_header(rule.header.clone(), rule.format.replace("{token}", secret))?;
+    }
+    set_forwarded(session, up)
+}
+
+fn strip(up: &mut RequestHeader, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<http::HeaderName> = up
+        .headers
+        .keys()
+        .filter(|k| doomed(k.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        up.remove_header(&name);
+    }
+}
+
+/// The gateway, not the client, says where a request came from.
+fn set_forwarded(session: &Session, up: &mut RequestHeader) -> Result<()> {
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         up.insert_header("x-forwarded-for", addr.ip().to_string())?;
     }

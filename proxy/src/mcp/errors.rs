@@ -23,6 +23,8 @@ pub enum GatewayError {
     Unauthenticated(crate::auth::AuthError),
     #[error("forbidden: this endpoint needs one of the roles {0}")]
     Forbidden(String),
+    #[error("no credential stored for service `{0}`: add yours with PUT /auth/credentials/{0} {{\"token\": \"...\"}}")]
+    CredentialMissing(String),
     #[error("tool `{0}` is not allowed for this caller")]
     ToolDenied(String),
     #[error("session not found; initialize a new session")]
@@ -45,7 +47,7 @@ impl GatewayError {
             GatewayError::NoRoute | GatewayError::SessionNotFound => 404,
             GatewayError::MethodNotAllowed => 405,
             GatewayError::Unauthenticated(_) => 401,
-            GatewayError::Forbidden(_) => 403,
+            GatewayError::Forbidden(_) | GatewayError::CredentialMissing(_) => 403,
             // A JSON-RPC error for that call, in an ordinary answer clients handle.
             GatewayError::ToolDenied(_) => 200,
             GatewayError::OriginDenied => 403,
@@ -76,6 +78,7 @@ impl GatewayError {
             GatewayError::OriginDenied => -32003,
             GatewayError::Unauthenticated(_) => -32004,
             GatewayError::Forbidden(_) | GatewayError::ToolDenied(_) => -32005,
+            GatewayError::CredentialMissing(_) => -32006,
             GatewayError::NoHealthyWorker { .. }
             | GatewayError::UpstreamUnavailable
             | GatewayError::UpstreamTimeout
@@ -93,6 +96,7 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => "unauthenticated",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::ToolDenied(_) => "tool_denied",
+            GatewayError::CredentialMissing(_) => "credential_missing",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::Parse(_) => "parse_error",
             GatewayError::InvalidRequest(_) => "invalid_request",

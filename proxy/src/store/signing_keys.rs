@@ -106,4 +106,22 @@ impl Store {
         .await?;
         found(done.rows_affected())
     }
+
+    /// Stops key `kid` signing from `at` on (it still verifies): sets `not_after` unless an
+    /// earlier one is already set. `NotFound` when there is no such key.
+    pub async fn end_signing_key(&self, kid: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE signing_keys SET not_after = $1 \
+             WHERE kid = $2 AND (not_after IS NULL OR not_after > $1)",
+        )
+        .bind(at)
+        .bind(kid)
+        .execute(&self.pool)
+        .await?;
+        let exists = sqlx::query("SELECT kid FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .fetch_optional(&self.pool)
+            .await?;
+        found(u64::from(exists.is_some()))
+    }
 }

@@ -166,4 +166,16 @@ impl Store {
             replaced_by: None,
         }))
     }
+
+    /// Revokes every not yet revoked refresh token of the user; returns how many it revoked.
+    pub async fn revoke_user_refresh_tokens(&self, user_id: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

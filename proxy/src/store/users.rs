@@ -122,4 +122,16 @@ impl Store {
             .await?;
         found(done.rows_affected())
     }
+
+    /// Users ordered by creation, `limit` of them from `offset`.
+    pub async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<User>> {
+        let rows = sqlx::query(select_users!(
+            "1 = 1 ORDER BY created_at, id LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
 }

@@ -28,7 +28,14 @@ pub fn worker_bin() -> PathBuf {
     p
 }
 
+/// reqwest is built without a bundled TLS provider (the gateway installs ring's); tests
+/// that build HTTP clients install it the same way.
+pub fn init_tls() {
+    mcp_proxy::auth::jwks::install_crypto_provider();
+}
+
 pub fn free_port() -> u16 {
+    init_tls();
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
