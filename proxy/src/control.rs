@@ -39,7 +39,9 @@ impl ControlPlane {
                 rt.block_on(async move {
                     let cfg = shared.runtime.load().config.clone();
                     if let (Some(db), Some(id)) = (&cfg.database, &cfg.identity) {
-                        let started = crate::identity_link::start(shared.clone(), db, id).await;
+                        let started =
+                            crate::identity_link::start(shared.clone(), db, id, cfg.redis.as_ref())
+                                .await;
                         let failed = started.is_err();
                         let _ = init_tx.send(started);
                         if failed {

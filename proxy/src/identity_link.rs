@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::auth::jwt::IssuerKey;
 use crate::auth::{Identity, IdentityProvider};
-use crate::config::{DatabaseConfig, IdentityConfig};
+use crate::config::{DatabaseConfig, IdentityConfig, RedisConfig};
+use crate::identity::bus::RedisBus;
 use crate::identity::{self, IdentityService};
 use crate::runtime::{IdentityHandle, Shared};
 use crate::store::Store;
@@ -31,7 +32,12 @@ impl IdentityProvider for Provider {
             roles: k.roles,
             scopes: k.scopes,
             expires_at: 0,
+            issued_at: 0,
         }))
+    }
+
+    fn token_revoked(&self, user_id: &str, issued_at: i64) -> bool {
+        self.0.token_revoked(user_id, issued_at)
     }
 
     async fn service_credential(
@@ -65,6 +71,7 @@ pub async fn start(
     shared: Arc<Shared>,
     db: &DatabaseConfig,
     cfg: &IdentityConfig,
+    redis: Option<&RedisConfig>,
 ) -> Result<(), String> {
     let keys = std::env::var(&cfg.credentials_key_env)
         .map_err(|_| {
@@ -93,6 +100,11 @@ pub async fn start(
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
+    if let Some(r) = redis {
+        let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
+        svc.attach_bus(bus.clone());
+        tokio::spawn(bus.run_subscriber(svc.clone()));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("identity listener: {e}"))?;

@@ -367,6 +367,7 @@ async fn migration_sets_describe_the_same_schema() {
         "refresh_tokens",
         "service_credentials",
         "signing_keys",
+        "token_cutoffs",
         "users",
     ]
     .into_iter()
@@ -891,13 +892,13 @@ fn migrate_command_applies_then_reports() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        "0001 identity (applied)\n"
+        "0001 identity (applied)\n0002 token cutoffs (applied)\n"
     );
     let second = run();
     assert!(second.status.success(), "{second:?}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
-        "0001 identity (already applied)\n"
+        "0001 identity (already applied)\n0002 token cutoffs (already applied)\n"
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))

@@ -249,6 +249,7 @@ impl Verifier {
             roles: strings(at_path(c, &issuer.roles_claim)),
             scopes,
             expires_at,
+            issued_at: c.get("iat").and_then(Value::as_i64).unwrap_or(0),
         })
     }
 }

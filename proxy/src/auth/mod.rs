@@ -17,6 +17,8 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// `exp`, Unix seconds.
     pub expires_at: u64,
+    /// `iat`, Unix seconds (0 when absent).
+    pub issued_at: i64,
 }
 
 impl Identity {
@@ -67,6 +69,8 @@ pub trait IdentityProvider: Send + Sync {
     fn issuer(&self) -> &str;
     /// The user behind an API key, or `None` for an unknown, revoked or expired key.
     async fn authenticate_api_key(&self, presented: &str) -> Result<Option<Identity>, String>;
+    /// Was this access token of the gateway's own revoked (logout, role change, disable)?
+    fn token_revoked(&self, user_id: &str, issued_at: i64) -> bool;
     /// The user's stored credential for `service`, decrypted.
     async fn service_credential(
         &self,

@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub public_url: Option<Spanned<String>>,
     #[serde(default)]
     pub database: Option<DatabaseFile>,
+    /// Shared state between replicas: revocations (and, later, caches and rate limits).
+    #[serde(default)]
+    pub redis: Option<RedisFile>,
     /// The gateway's own users, logins, API keys and tokens (needs `database`).
     #[serde(default)]
     pub identity: Option<IdentityFile>,
@@ -109,6 +112,19 @@ pub struct DatabaseFile {
     /// Apply migrations at start.
     #[serde(default = "default_true")]
     pub migrate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedisFile {
+    /// `redis://127.0.0.1:6379` (`rediss://` for TLS is not built in yet).
+    pub url: String,
+    /// Prefix of every key and channel, so several gateways can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "mcp-gateway".to_string()
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,7 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     pub public_url: Option<String>,
     pub database: Option<DatabaseConfig>,
+    pub redis: Option<RedisConfig>,
     pub identity: Option<IdentityConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
@@ -59,6 +60,12 @@ pub struct RouteAuth {
 pub struct DatabaseConfig {
     pub url: String,
     pub migrate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -354,10 +354,24 @@ impl Validator<'_> {
                 "needs database (users, keys and tokens are stored)",
             );
         }
+        let redis = f.redis.as_ref().map(|r| RedisConfig {
+            url: r.url.clone(),
+            prefix: r.prefix.clone(),
+        });
+        if let Some(r) = &redis {
+            if !r.url.starts_with("redis://") && !r.url.starts_with("unix://") {
+                self.err(
+                    &Location::UNKNOWN,
+                    "redis.url",
+                    "expected redis://host:port",
+                );
+            }
+        }
         Some(GatewayConfig {
             auth,
             public_url,
             database,
+            redis,
             identity,
             source: self.name.to_string(),
             listen: listen?,

@@ -109,6 +109,18 @@ pub async fn authenticate(
             )))?)
         }
     };
+    if let Some(handle) = shared.identity.load_full() {
+        if identity.issuer == handle.provider.issuer()
+            && identity.issued_at != 0
+            && handle
+                .provider
+                .token_revoked(&identity.subject, identity.issued_at)
+        {
+            return Err(unauthenticated(AuthError::Invalid(
+                "this token was revoked",
+            )));
+        }
+    }
     if !identity.has_any_role(&rules.roles) {
         return Err(GatewayError::Forbidden(rules.roles.join(", ")));
     }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::crypto::{self, sha256_hex};
+use super::revocation::Invalidation;
 use super::{
     check_password, normalize_email, AccessClaims, IdentityError, IdentityService, API_KEY_PREFIX,
     REFRESH_TOKEN_PREFIX,
@@ -435,6 +436,8 @@ async fn logout(State(svc): State<Svc>, body: Bytes) -> Result<StatusCode, ApiEr
     let hash = sha256_hex(req.refresh_token.as_bytes());
     if let Some(token) = svc.store.find_refresh_by_hash(&hash).await? {
         svc.store.revoke_family(&token.family_id).await?;
+        // Access tokens already handed out end now too, on every replica.
+        svc.cut_off_tokens(&token.user_id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -554,7 +557,10 @@ async fn revoke_api_key(
     if !svc.store.revoke_api_key(&caller.user.id, &id).await? {
         return Err(ApiError::not_found("this API key is already revoked"));
     }
-    svc.api_keys.invalidate(&key.key_hash);
+    svc.invalidate(Invalidation::ApiKey {
+        hash: key.key_hash.clone(),
+    })
+    .await;
     svc.audit(
         "api_key_revoked",
         Some(&caller.user.id),
@@ -705,7 +711,8 @@ async fn admin_set_roles(
         Err(e) => return Err(e.into()),
     }
     // Cached API key identities carry roles.
-    svc.api_keys.invalidate_all();
+    svc.invalidate(Invalidation::AllApiKeys).await;
+    svc.cut_off_tokens(&id).await?;
     svc.audit(
         "roles_changed",
         Some(&id),
@@ -734,7 +741,8 @@ async fn admin_disable(
         Err(e) => return Err(e.into()),
     }
     let revoked = svc.store.revoke_user_refresh_tokens(&id).await?;
-    svc.api_keys.invalidate_all();
+    svc.invalidate(Invalidation::AllApiKeys).await;
+    svc.cut_off_tokens(&id).await?;
     svc.audit(
         "user_disabled",
         Some(&id),

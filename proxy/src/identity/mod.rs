@@ -6,10 +6,12 @@
 //! [`IdentityService::authenticate_api_key`], [`IdentityService::service_credential`]) on its
 //! hot path. See docs/identity.md.
 
+pub mod bus;
 pub mod cli;
 mod crypto;
 mod http;
 mod keys;
+pub mod revocation;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{self, NewAuditEvent, NewSigningKey, Store, StoreError, User};
 use crypto::{sha256_hex, Envelope};
 use keys::KeyRing;
+use revocation::Invalidation;
 
 /// Environment variable holding the current credentials key (32 bytes, base64 or hex).
 pub const CREDENTIALS_KEY_ENV: &str = "MCP_GATEWAY_CREDENTIALS_KEY";
@@ -181,6 +184,10 @@ pub struct IdentityService {
     key_lock: tokio::sync::Mutex<()>,
     api_keys: moka::sync::Cache<String, Option<CachedKey>>,
     service_credentials: moka::sync::Cache<(String, String), Option<String>>,
+    /// user id → access tokens issued at or before this second are refused.
+    cutoffs: moka::sync::Cache<String, i64>,
+    /// Where revocations are published for the other replicas (Redis), when configured.
+    bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
     /// A hash of a random password, verified against for unknown emails so that a login
     /// with an unknown email costs what a login with a wrong password costs.
     dummy_hash: String,
@@ -225,12 +232,76 @@ impl IdentityService {
                 .max_capacity(100_000)
                 .time_to_live(CREDENTIAL_CACHE_TTL)
                 .build(),
+            cutoffs: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            bus: std::sync::OnceLock::new(),
             dummy_hash,
         });
         service.maintain_keys().await?;
+        // Cutoffs that still matter: tokens issued before them may not have expired yet.
+        let since =
+            store::now().saturating_sub(secs(service.cfg.access_ttl) + LEEWAY_SECS as i64 + 60);
+        for (user, at) in service.store.token_cutoffs_since(since).await? {
+            service.cutoffs.insert(user, at);
+        }
         let weak = Arc::downgrade(&service);
         tokio::spawn(reload_loop(weak));
         Ok(service)
+    }
+
+    /// Publish revocations to the other replicas through Redis from now on.
+    pub fn attach_bus(&self, bus: Arc<bus::RedisBus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// Apply a revocation to this process's caches.
+    pub fn apply(&self, ev: &Invalidation) {
+        match ev {
+            Invalidation::ApiKey { hash } => self.api_keys.invalidate(hash),
+            Invalidation::AllApiKeys => self.api_keys.invalidate_all(),
+            Invalidation::UserCutoff {
+                user_id,
+                not_before,
+            } => {
+                let current = self.cutoffs.get(user_id).unwrap_or(i64::MIN);
+                if *not_before > current {
+                    self.cutoffs.insert(user_id.clone(), *not_before);
+                }
+            }
+            Invalidation::Credential { user_id, service } => self
+                .service_credentials
+                .invalidate(&(user_id.clone(), service.clone())),
+        }
+    }
+
+    /// Apply here and tell every other replica. A Redis failure is logged: the event still
+    /// holds here, and reaches the others within their cache lifetimes.
+    pub async fn invalidate(&self, ev: Invalidation) {
+        self.apply(&ev);
+        if let Some(bus) = self.bus.get() {
+            if let Err(e) = bus.publish(&ev).await {
+                tracing::warn!(error = %e, event = ?ev, "could not publish a revocation");
+            }
+        }
+    }
+
+    /// End every access token of `user_id` issued until now (logout, role change, disable):
+    /// stored, so replicas that start later know it too, and broadcast.
+    pub async fn cut_off_tokens(&self, user_id: &str) -> Result<(), IdentityError> {
+        let now = store::now();
+        self.store.set_token_cutoff(user_id, now).await?;
+        self.invalidate(Invalidation::UserCutoff {
+            user_id: user_id.to_string(),
+            not_before: now,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Is an access token of `user_id` issued at `issued_at` (unix seconds) revoked?
+    pub fn token_revoked(&self, user_id: &str, issued_at: i64) -> bool {
+        self.cutoffs
+            .get(user_id)
+            .is_some_and(|cutoff| issued_at <= cutoff)
     }
 
     /// The HTTP API (see docs/identity.md), to be served as is or nested.
@@ -409,7 +480,12 @@ impl IdentityService {
             sub: user.id.clone(),
             email: user.email.clone(),
             roles,
-            iat: now,
+            // After any cutoff of this user, even one set in this same second.
+            iat: now.max(
+                self.cutoffs
+                    .get(&user.id)
+                    .map_or(i64::MIN, |c| c.saturating_add(1)),
+            ),
             exp: now.saturating_add(secs(ttl)),
             jti: crypto::random_b64(12),
         };
@@ -438,6 +514,7 @@ impl IdentityService {
         jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation)
             .ok()
             .map(|d| d.claims)
+            .filter(|c| !self.token_revoked(&c.sub, c.iat))
     }
 
     /// The identity behind an API key, or `None` for an unknown, revoked or expired key or a
@@ -531,8 +608,11 @@ impl IdentityService {
                 &sealed.key_id,
             )
             .await?;
-        self.service_credentials
-            .invalidate(&(user_id.to_owned(), service.to_owned()));
+        self.invalidate(Invalidation::Credential {
+            user_id: user_id.to_owned(),
+            service: service.to_owned(),
+        })
+        .await;
         Ok(())
     }
 
@@ -543,8 +623,11 @@ impl IdentityService {
         service: &str,
     ) -> Result<bool, IdentityError> {
         let deleted = self.store.delete_credential(user_id, service).await?;
-        self.service_credentials
-            .invalidate(&(user_id.to_owned(), service.to_owned()));
+        self.invalidate(Invalidation::Credential {
+            user_id: user_id.to_owned(),
+            service: service.to_owned(),
+        })
+        .await;
         Ok(deleted)
     }
 

@@ -11,6 +11,7 @@ mod audit;
 mod codec;
 mod connect;
 mod credentials;
+mod cutoffs;
 mod error;
 mod signing_keys;
 mod tokens;

@@ -1,0 +1,158 @@
+//! Two gateway processes sharing a database and Redis: a revocation made on one is enforced
+//! by the other within a second (Redis pub/sub), and at once on the one that made it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn replica_config(port: u16, admin: u16, public_port: u16, db: &str, prefix: &str) -> String {
+    let extra = format!(
+        "public_url: http://127.0.0.1:{public_port}\ndatabase: {{ url: \"sqlite://{db}\" }}\nidentity: {{}}\nredis: {{ url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\" }}\n"
+    );
+    spawn_pool_config(port, admin, 1, &extra)
+}
+
+async fn init_status(url: &str, header: (&str, &str)) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header(header.0, header.1)
+        .body(init_body("2025-06-18"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Poll until `url` refuses the credential; returns how long that took.
+async fn refused_within(url: &str, header: (&str, &str), limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if init_status(url, header).await == 401 {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn revocations_reach_the_other_replica_within_a_second() {
+    std::env::set_var(
+        "MCP_GATEWAY_CREDENTIALS_KEY",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    );
+    let db = temp_path("shared.db").display().to_string();
+    let prefix = format!("mcp-test-{}-{}", std::process::id(), free_port());
+    let (pa, aa) = (free_port(), free_port());
+    let a = Gateway::start_with(&replica_config(pa, aa, pa, &db, &prefix), pa, aa).await;
+    let (pb, ab) = (free_port(), free_port());
+    // Same public URL: one issuer, one audience, for both replicas.
+    let b = Gateway::start_with(&replica_config(pb, ab, pa, &db, &prefix), pb, ab).await;
+    let base_a = format!("http://127.0.0.1:{pa}");
+    let http = reqwest::Client::new();
+
+    let creds = json!({"email": "gus@example.test", "password": "a fine long passphrase"});
+    let r = http
+        .post(format!("{base_a}/auth/register"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 201);
+    let login: Value = http
+        .post(format!("{base_a}/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let token = login["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let refresh = login["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let bearer = format!("Bearer {token}");
+
+    // The token from A works on B.
+    assert_eq!(init_status(&b.url(), ("authorization", &bearer)).await, 200);
+
+    // An API key made on A works on B (and B caches that), until A revokes it.
+    let created: Value = http
+        .post(format!("{base_a}/auth/api-keys"))
+        .header("authorization", &bearer)
+        .json(&json!({"name": "replica-test"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
+    assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
+    let r = http
+        .delete(format!("{base_a}/auth/api-keys/{id}"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status().is_success());
+    assert_eq!(
+        init_status(&a.url(), ("x-api-key", &key)).await,
+        401,
+        "at once on A"
+    );
+    let took = refused_within(&b.url(), ("x-api-key", &key), Duration::from_secs(1)).await;
+    assert!(
+        took.is_some(),
+        "B still accepts a key revoked on A after 1 s; B log:\n{}",
+        b.log_text()
+    );
+
+    // Logout on A ends the access token everywhere.
+    let r = http
+        .post(format!("{base_a}/auth/logout"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status().is_success());
+    assert_eq!(
+        init_status(&a.url(), ("authorization", &bearer)).await,
+        401,
+        "at once on A"
+    );
+    let took = refused_within(&b.url(), ("authorization", &bearer), Duration::from_secs(1)).await;
+    assert!(
+        took.is_some(),
+        "B still accepts a logged-out token after 1 s"
+    );
+
+    // Logging in again works on both (a new token is after the cutoff).
+    let again: Value = http
+        .post(format!("{base_a}/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let fresh = format!(
+        "Bearer {}",
+        again["access_token"].as_str().unwrap_or_default()
+    );
+    assert_eq!(init_status(&a.url(), ("authorization", &fresh)).await, 200);
+    assert_eq!(init_status(&b.url(), ("authorization", &fresh)).await, 200);
+}
