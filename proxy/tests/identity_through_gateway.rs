@@ -7,6 +7,10 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn start() -> Gateway {
+    start_with_db().await.0
+}
+
+async fn start_with_db() -> (Gateway, String) {
     std::env::set_var(
         "MCP_GATEWAY_CREDENTIALS_KEY",
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
@@ -19,9 +23,12 @@ async fn start() -> Gateway {
     );
     let config = spawn_pool_config(port, admin, 1, &extra).replace(
         "    upstream_path: /mcp\n",
-        "    upstream_path: /mcp\n  - path: /github\n    pool: tools\n    upstream_path: /mcp\n    credential: { service: github, header: Authorization, format: \"token {token}\" }\n",
+        "    upstream_path: /mcp\n  - path: /github\n    pool: tools\n    upstream_path: /mcp\n    credential: { service: github, header: Authorization, format: \"token {token}\" }\n  - path: /limited\n    pool: tools\n    upstream_path: /mcp\n    tools: [{ roles: [\"*\"], deny: [whoami] }]\n",
     );
-    Gateway::start_with(&config, port, admin).await
+    (
+        Gateway::start_with(&config, port, admin).await,
+        format!("sqlite://{}", db.display()),
+    )
 }
 
 fn base(gw: &Gateway) -> String {
@@ -186,4 +193,41 @@ async fn a_stored_credential_is_injected_and_a_missing_one_is_explained() {
         "{who}"
     );
     assert_eq!(who["headers"]["x-mcp-user-email"], "finn@example.test");
+}
+
+#[tokio::test]
+async fn a_denied_call_is_written_to_the_audit_trail() {
+    let (gw, db) = start_with_db().await;
+    let token = login(&gw, "hana@example.test", "the audit passphrase is long").await;
+    let user = with_auth(&format!("Bearer {token}"));
+    let limited = format!("{}/limited", base(&gw));
+    let sid = raw_session(&user, &limited).await;
+    let (status, v) = raw_call(&user, &limited, &sid, 3, "whoami", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(v.unwrap_or_default()["error"]["code"], -32005);
+    let who = whoami(&user, &gw.url()).await;
+    let user_id = who["headers"]["x-mcp-user-id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    let store = mcp_proxy::store::Store::connect(&db, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut found = None;
+    for _ in 0..100 {
+        let events = store
+            .list_audit_events(Some(&user_id), 50)
+            .await
+            .unwrap_or_default();
+        found = events.into_iter().find(|e| e.kind == "call_denied");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ev = found.unwrap_or_else(|| panic!("no call_denied event for {user_id}"));
+    assert_eq!(ev.detail["tool"], "whoami");
+    assert_eq!(ev.detail["route"], "/limited");
+    assert!(ev.ip.is_some());
 }

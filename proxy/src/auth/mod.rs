@@ -71,6 +71,15 @@ pub trait IdentityProvider: Send + Sync {
     async fn authenticate_api_key(&self, presented: &str) -> Result<Option<Identity>, String>;
     /// Was this access token of the gateway's own revoked (logout, role change, disable)?
     fn token_revoked(&self, user_id: &str, issued_at: i64) -> bool;
+    /// Record a security event (a denied call) in the audit trail, without waiting: events
+    /// go through a bounded queue and are dropped (and counted) when it is full.
+    fn audit(
+        &self,
+        kind: &'static str,
+        user_id: Option<&str>,
+        ip: Option<String>,
+        detail: serde_json::Value,
+    );
     /// The user's stored credential for `service`, decrypted.
     async fn service_credential(
         &self,

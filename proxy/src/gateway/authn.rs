@@ -121,6 +121,8 @@ pub async fn authenticate(
             )));
         }
     }
+    // Known from here on, also when refused below (the audit trail names the caller).
+    ctx.identity = Some(identity.clone());
     if !identity.has_any_role(&rules.roles) {
         return Err(GatewayError::Forbidden(rules.roles.join(", ")));
     }

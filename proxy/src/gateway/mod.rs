@@ -213,6 +213,7 @@ impl ProxyHttp for Gateway {
             .observe(ctx.start.elapsed().as_secs_f64());
         if let Some(r) = &ctx.refusal {
             m.refusals.with_label_values(&[r.kind()]).inc();
+            steps::audit_denial(&self.shared, session, ctx, r);
         }
         tracing::debug!(
             route,

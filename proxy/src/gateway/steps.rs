@@ -384,3 +384,29 @@ pub fn classify_failure(e: &Error, ctx: &Ctx) -> GatewayError {
         },
     }
 }
+
+/// An authenticated caller refused for lack of rights goes to the audit trail.
+pub fn audit_denial(shared: &Shared, session: &Session, ctx: &Ctx, refusal: &GatewayError) {
+    let what = match refusal {
+        GatewayError::ToolDenied(tool) => {
+            serde_json::json!({ "reason": "tool_denied", "tool": tool })
+        }
+        GatewayError::Forbidden(roles) => {
+            serde_json::json!({ "reason": "missing_role", "needed": roles })
+        }
+        _ => return,
+    };
+    let (Some(handle), Some(id)) = (shared.identity.load_full(), &ctx.identity) else {
+        return;
+    };
+    let mut detail = what;
+    detail["route"] = serde_json::json!(ctx.routing.route.as_ref().map(|r| r.path.clone()));
+    detail["issuer"] = serde_json::json!(id.issuer);
+    let ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    handle
+        .provider
+        .audit("call_denied", Some(&id.subject), ip, detail);
+}
