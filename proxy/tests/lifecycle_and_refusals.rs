@@ -405,3 +405,27 @@ fn validate_lists_every_problem_with_lines() {
         String::from_utf8_lossy(&good.stderr)
     );
 }
+
+#[test]
+fn every_shipped_configuration_validates() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    let mut files = vec![format!("{root}/gateway.yaml")];
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path.display().to_string());
+        }
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let out = Command::new(PROXY)
+            .args(["validate", "--config", &f])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
