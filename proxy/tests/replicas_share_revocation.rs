@@ -12,7 +12,28 @@ fn replica_config(port: u16, admin: u16, public_port: u16, db: &str, prefix: &st
     let extra = format!(
         "public_url: http://127.0.0.1:{public_port}\ndatabase: {{ url: \"sqlite://{db}\" }}\nidentity: {{}}\nredis: {{ url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\" }}\n"
     );
-    spawn_pool_config(port, admin, 1, &extra)
+    spawn_pool_config(port, admin, 1, &extra).replace(
+        "    upstream_path: /mcp\n",
+        "    upstream_path: /mcp\n  - path: /github\n    pool: tools\n    upstream_path: /mcp\n    credential: { service: github, header: Authorization, format: \"token {token}\" }\n",
+    )
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis must run at 127.0.0.1:6379 (scripts/services starts it): {e}")
+        })
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn init_status(url: &str, header: (&str, &str)) -> u16 {
@@ -101,6 +122,16 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     let id = created["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
     assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
+    // The lookup is shared through Redis for the other replicas.
+    use redis::AsyncCommands;
+    let mut rc = redis_conn().await;
+    let shared_key = format!("{prefix}:apikey:{}", sha256_hex(&key));
+    let cached: Option<Vec<u8>> = rc.get(&shared_key).await.unwrap_or(None);
+    let cached = String::from_utf8(cached.unwrap_or_default()).unwrap_or_default();
+    assert!(
+        cached.contains("gus@example.test"),
+        "no shared entry for the key: {cached:?}"
+    );
     let r = http
         .delete(format!("{base_a}/auth/api-keys/{id}"))
         .header("authorization", &bearer)
@@ -118,6 +149,47 @@ async fn revocations_reach_the_other_replica_within_a_second() {
         took.is_some(),
         "B still accepts a key revoked on A after 1 s; B log:\n{}",
         b.log_text()
+    );
+
+    // A credential stored on A is used on B, and Redis holds it sealed, never in clear.
+    let r = http
+        .put(format!("{base_a}/auth/credentials/github"))
+        .header("authorization", &bearer)
+        .json(&json!({"token": "ghp_clear_text_secret"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status().is_success());
+    let gh_b = format!("http://127.0.0.1:{pb}/github");
+    let with_token = {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "authorization",
+            bearer.parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let sid = raw_session(&with_token, &gh_b).await;
+    let (status, v) = raw_call(&with_token, &gh_b, &sid, 2, "whoami", json!({})).await;
+    assert_eq!(status, 200);
+    let who: Value = serde_json::from_str(&result_text(&v.unwrap_or_default())).unwrap_or_default();
+    assert_eq!(
+        who["headers"]["authorization"],
+        "token ghp_clear_text_secret"
+    );
+    let cred_keys: Vec<String> = rc
+        .keys(format!("{prefix}:cred:*"))
+        .await
+        .unwrap_or_default();
+    assert_eq!(cred_keys.len(), 1, "{cred_keys:?}");
+    let sealed: Vec<u8> = rc.get(&cred_keys[0]).await.unwrap_or_default();
+    assert!(!sealed.is_empty());
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("ghp_clear_text_secret"),
+        "a credential must never sit in Redis in clear"
     );
 
     // Logout on A ends the access token everywhere.

@@ -1,5 +1,7 @@
-//! The Redis side of revocation: PUBLISH on one channel, every replica SUBSCRIBEs and
-//! applies what it hears. The subscriber reconnects by itself after a Redis outage; while
+//! What replicas share through Redis. Revocations: PUBLISH on one channel, every replica
+//! SUBSCRIBEs and applies what it hears. A cache: API key lookups and (still sealed) service
+//! credentials, so replicas do not each ask the database; entries live 30 s and are deleted
+//! when revoked or changed. Reads give up after 50 ms and fall back to the database. The subscriber reconnects by itself after a Redis outage; while
 //! Redis is down, revocations apply on the replica that made them and reach the others
 //! through their cache lifetimes (30 s) and the database.
 
@@ -20,6 +22,8 @@ pub struct RedisBus {
 }
 
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
+/// A cache read on the request path gives up quickly and falls back to the database.
+const CACHE_TIMEOUT: Duration = Duration::from_millis(50);
 
 impl RedisBus {
     pub fn new(url: &str, prefix: &str) -> Result<RedisBus, String> {
@@ -31,32 +35,104 @@ impl RedisBus {
         })
     }
 
-    /// Publish one event; errors are returned, never retried forever.
-    pub async fn publish(&self, ev: &Invalidation) -> Result<(), String> {
+    /// A shared connection (multiplexed, cheap to clone), made on first use.
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, String> {
         let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let c =
-                tokio::time::timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| "redis connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
-            *guard = Some(c);
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
         }
-        let Some(conn) = guard.as_mut() else {
-            return Err("no redis connection".into());
-        };
-        let sent: Result<Result<i64, redis::RedisError>, _> =
-            tokio::time::timeout(OP_TIMEOUT, conn.publish(&self.channel, ev.encode())).await;
-        match sent {
-            Ok(Ok(_)) => Ok(()),
+        let c = tokio::time::timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| "redis connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn forget_conn(&self) {
+        *self.conn.lock().await = None;
+    }
+
+    /// Run one command with a time limit; a failure drops the connection for a fresh one.
+    async fn run<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, String>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(limit, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                *guard = None;
+                self.forget_conn().await;
                 Err(e.to_string())
             }
-            Err(_) => {
-                *guard = None;
-                Err("redis publish timed out".into())
+            Err(_) => Err("redis timed out".into()),
+        }
+    }
+
+    /// Publish one event; errors are returned, never retried forever.
+    pub async fn publish(&self, ev: &Invalidation) -> Result<(), String> {
+        let payload = ev.encode();
+        let channel = self.channel.clone();
+        self.run(OP_TIMEOUT, |mut c| async move {
+            c.publish::<_, _, i64>(channel, payload).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The full Redis key for a shared cache entry.
+    pub fn cache_key(&self, kind: &str, id: &str) -> String {
+        format!(
+            "{}:{kind}:{id}",
+            self.channel.trim_end_matches(":invalidate")
+        )
+    }
+
+    /// A shared cache read; any failure is a miss.
+    pub async fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
+        let key = key.to_string();
+        match self
+            .run(CACHE_TIMEOUT, |mut c| async move {
+                c.get::<_, Option<Vec<u8>>>(key).await
+            })
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "redis cache read failed");
+                None
             }
+        }
+    }
+
+    /// A shared cache write with a lifetime; failures are logged and ignored.
+    pub async fn cache_put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        let key = key.to_string();
+        let secs = ttl.as_secs().max(1);
+        if let Err(e) = self
+            .run(OP_TIMEOUT, |mut c| async move {
+                c.set_ex::<_, _, ()>(key, value, secs).await
+            })
+            .await
+        {
+            tracing::debug!(error = %e, "redis cache write failed");
+        }
+    }
+
+    /// Drop shared cache entries.
+    pub async fn cache_del(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .run(
+                OP_TIMEOUT,
+                |mut c| async move { c.del::<_, ()>(keys).await },
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "redis cache delete failed");
         }
     }
 

@@ -146,7 +146,7 @@ pub enum IdentityError {
 }
 
 /// Who an API key belongs to and what it may do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyIdentity {
     pub user_id: String,
     pub email: String,
@@ -155,7 +155,7 @@ pub struct ApiKeyIdentity {
     pub key_id: String,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct CachedKey {
     identity: ApiKeyIdentity,
     expires_at: Option<i64>,
@@ -195,6 +195,20 @@ pub struct IdentityService {
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Name of a credential's shared cache entry: a hash, so user ids and service names do not
+/// show in Redis.
+fn credential_cache_id(user_id: &str, service: &str) -> String {
+    sha256_hex(format!("{user_id}\0{service}").as_bytes())
+}
+
+/// A stored credential as the shared cache holds it: still sealed.
+#[derive(Serialize, Deserialize)]
+struct SealedCredential {
+    ciphertext: Vec<u8>,
+    nonce: Vec<u8>,
+    key_id: String,
 }
 
 fn credential_aad(user_id: &str, service: &str) -> Vec<u8> {
@@ -278,6 +292,14 @@ impl IdentityService {
     pub async fn invalidate(&self, ev: Invalidation) {
         self.apply(&ev);
         if let Some(bus) = self.bus.get() {
+            let stale = match &ev {
+                Invalidation::ApiKey { hash } => vec![bus.cache_key("apikey", hash)],
+                Invalidation::Credential { user_id, service } => {
+                    vec![bus.cache_key("cred", &credential_cache_id(user_id, service))]
+                }
+                Invalidation::AllApiKeys | Invalidation::UserCutoff { .. } => Vec::new(),
+            };
+            bus.cache_del(stale).await;
             if let Err(e) = bus.publish(&ev).await {
                 tracing::warn!(error = %e, event = ?ev, "could not publish a revocation");
             }
@@ -535,6 +557,20 @@ impl IdentityService {
                 .filter(|c| c.expires_at.is_none_or(|t| now < t))
                 .map(|c| c.identity));
         }
+        let shared_key = self
+            .bus
+            .get()
+            .map(|b| (b.clone(), b.cache_key("apikey", &hash)));
+        if let Some((bus, key)) = &shared_key {
+            if let Some(bytes) = bus.cache_get(key).await {
+                if let Ok(found) = serde_json::from_slice::<Option<CachedKey>>(&bytes) {
+                    self.api_keys.insert(hash, found.clone());
+                    return Ok(found
+                        .filter(|c| c.expires_at.is_none_or(|t| now < t))
+                        .map(|c| c.identity));
+                }
+            }
+        }
         let found = match self.store.find_api_key_by_hash(&hash).await? {
             Some(key) if key.is_usable(now) => match self.store.get_user(&key.user_id).await? {
                 Some(user) if !user.disabled => {
@@ -556,6 +592,11 @@ impl IdentityService {
             },
             _ => None,
         };
+        if let Some((bus, key)) = shared_key {
+            if let Ok(bytes) = serde_json::to_vec(&found) {
+                bus.cache_put(&key, bytes, API_KEY_CACHE_TTL).await;
+            }
+        }
         self.api_keys.insert(hash, found.clone());
         Ok(found.map(|c| c.identity))
     }
@@ -570,8 +611,41 @@ impl IdentityService {
         if let Some(cached) = self.service_credentials.get(&cache_key) {
             return Ok(cached);
         }
+        // Replicas share the sealed row through Redis (never the clear text), then open it.
+        let shared_key = self.bus.get().map(|b| {
+            (
+                b.clone(),
+                b.cache_key("cred", &credential_cache_id(user_id, service)),
+            )
+        });
+        let mut sealed: Option<Option<SealedCredential>> = None;
+        if let Some((bus, key)) = &shared_key {
+            if let Some(bytes) = bus.cache_get(key).await {
+                sealed = serde_json::from_slice(&bytes).ok();
+            }
+        }
+        let sealed = match sealed {
+            Some(s) => s,
+            None => {
+                let row = self
+                    .store
+                    .get_credential(user_id, service)
+                    .await?
+                    .map(|row| SealedCredential {
+                        ciphertext: row.ciphertext,
+                        nonce: row.nonce,
+                        key_id: row.key_id,
+                    });
+                if let Some((bus, key)) = &shared_key {
+                    if let Ok(bytes) = serde_json::to_vec(&row) {
+                        bus.cache_put(key, bytes, CREDENTIAL_CACHE_TTL).await;
+                    }
+                }
+                row
+            }
+        };
         let value =
-            match self.store.get_credential(user_id, service).await? {
+            match sealed {
                 None => None,
                 Some(row) => {
                     let plain = self.credentials.open(
