@@ -11,15 +11,52 @@ async fn start() -> Gateway {
 }
 
 async fn start_with_db() -> (Gateway, String) {
+    let db = temp_path("gateway.db");
+    start_on(&format!("sqlite://{}", db.display())).await
+}
+
+/// A schema of its own in the PostgreSQL test database; the URL selects it.
+async fn pg_schema() -> (String, String) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("MCP_PROXY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin}: {e}; scripts/services starts it")
+        });
+    let schema = format!("gw_test_{}_{}", std::process::id(), free_port());
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = conn.close().await;
+    (
+        format!("{admin}?options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_pg_schema(schema: &str) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("MCP_PROXY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = conn
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .await;
+    }
+}
+
+async fn start_on(db_url: &str) -> (Gateway, String) {
     std::env::set_var(
         "MCP_GATEWAY_CREDENTIALS_KEY",
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     );
     let (port, admin) = (free_port(), free_port());
-    let db = temp_path("gateway.db");
     let extra = format!(
-        "public_url: http://127.0.0.1:{port}\ndatabase: {{ url: \"sqlite://{}\" }}\nidentity: {{}}\n",
-        db.display()
+        "public_url: http://127.0.0.1:{port}\ndatabase: {{ url: \"{db_url}\" }}\nidentity: {{}}\n"
     );
     let config = spawn_pool_config(port, admin, 1, &extra).replace(
         "    upstream_path: /mcp\n",
@@ -27,7 +64,7 @@ async fn start_with_db() -> (Gateway, String) {
     );
     (
         Gateway::start_with(&config, port, admin).await,
-        format!("sqlite://{}", db.display()),
+        db_url.to_string(),
     )
 }
 
@@ -77,6 +114,20 @@ async fn login(gw: &Gateway, email: &str, password: &str) -> String {
 #[tokio::test]
 async fn register_login_and_call_with_the_gateways_own_token() {
     let gw = start().await;
+    own_token_flow(&gw).await;
+}
+
+#[tokio::test]
+async fn the_same_flow_on_postgresql() {
+    let (url, schema) = pg_schema().await;
+    let (gw, _) = start_on(&url).await;
+    own_token_flow(&gw).await;
+    api_key_flow(&gw).await;
+    drop(gw);
+    drop_pg_schema(&schema).await;
+}
+
+async fn own_token_flow(gw: &Gateway) {
     // Closed without a token.
     let anon = reqwest::Client::new();
     let r = anon
@@ -108,7 +159,12 @@ async fn register_login_and_call_with_the_gateways_own_token() {
 #[tokio::test]
 async fn api_keys_work_until_revoked() {
     let gw = start().await;
-    let token = login(&gw, "erin@example.test", "another long passphrase 42").await;
+    api_key_flow(&gw).await;
+}
+
+async fn api_key_flow(gw: &Gateway) {
+    let gw = gw;
+    let token = login(gw, "erin@example.test", "another long passphrase 42").await;
     let user = with_auth(&format!("Bearer {token}"));
     let r = user
         .post(format!("{}/auth/api-keys", base(&gw)))

@@ -27,8 +27,12 @@ impl Identity {
         format!("{}|{}", self.issuer, self.subject)
     }
 
+    /// Does the caller hold at least one of `wanted`, as a role or as an OAuth scope?
     pub fn has_any_role(&self, wanted: &[String]) -> bool {
-        wanted.is_empty() || wanted.iter().any(|w| self.roles.iter().any(|r| r == w))
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|w| self.roles.iter().chain(self.scopes.iter()).any(|r| r == w))
     }
 }
 
