@@ -140,11 +140,11 @@ async fn own_token_flow(gw: &Gateway) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 401);
 
-    let token = login(&gw, "Dana@Example.test", "correct horse battery staple").await;
+    let token = login(gw, "Dana@Example.test", "correct horse battery staple").await;
     let who = whoami(&with_auth(&format!("Bearer {token}")), &gw.url()).await;
     assert_eq!(who["headers"]["x-mcp-user-email"], "dana@example.test");
     assert!(who["headers"].get("authorization").is_none(), "{who}");
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", base(&gw)))
+    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", base(gw)))
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .json()
@@ -163,11 +163,10 @@ async fn api_keys_work_until_revoked() {
 }
 
 async fn api_key_flow(gw: &Gateway) {
-    let gw = gw;
     let token = login(gw, "erin@example.test", "another long passphrase 42").await;
     let user = with_auth(&format!("Bearer {token}"));
     let r = user
-        .post(format!("{}/auth/api-keys", base(&gw)))
+        .post(format!("{}/auth/api-keys", base(gw)))
         .json(&json!({"name": "ci"}))
         .send()
         .await
@@ -195,7 +194,7 @@ async fn api_key_flow(gw: &Gateway) {
     assert_eq!(who["headers"]["x-mcp-user-email"], "erin@example.test");
 
     let r = user
-        .delete(format!("{}/auth/api-keys/{id}", base(&gw)))
+        .delete(format!("{}/auth/api-keys/{id}", base(gw)))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
