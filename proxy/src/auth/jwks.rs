@@ -39,7 +39,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Make sure rustls has a crypto provider (ring) before the first TLS connection.
+/// Make rustls's process-wide default provider ring (reqwest brings its own aws-lc-rs; this
+/// keeps any `ClientConfig::builder()` elsewhere from finding two providers and none chosen).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
