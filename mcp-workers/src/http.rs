@@ -127,6 +127,14 @@ where
         sessions.cancel();
         let _ = stopping_tx.send(());
     };
+    // rmcp writes an SSE answer in several small writes; with Nagle on, the second waits
+    // for the client's delayed ACK (~40 ms) on every reused connection.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let serving = axum::serve(listener, router)
         .with_graceful_shutdown(signal)
         .into_future();
