@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# Compare one MCP worker reached three ways, in interleaved rounds:
+#   direct  - mcp-bench -> mcp-worker
+#   gateway - mcp-bench -> mcp-proxy (remote pool) -> the same mcp-worker
+#   nginx   - mcp-bench -> nginx (plain reverse proxy) -> the same mcp-worker
+# Stage 1: closed loop at fixed concurrency (throughput at saturation), rounds
+# direct gateway nginx, direct gateway nginx, ...
+# Stage 2: open loop at half of nginx's median stage-1 throughput (latency at a
+# fixed rate), same interleaving.
+# Each run also reports the CPU time (utime+stime from /proc/PID/stat) of the
+# proxy and worker processes over the measured window, and their RSS.
+# The generator is pinned to the first CPU(s), the servers to the others.
+#
+# Usage: bench/compare.sh [--smoke] [options]   (see --help)
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: bench/compare.sh [options]
+  --smoke               tiny load: 1 round, 1 s per phase, concurrency 4, open-loop rate <= 100/s
+  --rounds N            interleaved rounds per stage (default 3)
+  --duration D          measured time per phase (default 10s)
+  --warmup D            warm-up per phase (default 2s)
+  --concurrency C       closed-loop concurrency (default 32)
+  --sessions S          sessions per run (default 8)
+  --workload W          mcp-bench --workload (default: mcp-bench's default mix)
+  --payload-bytes N     large_call payload (default 65536)
+  --protocol P          2025-06-18 (default) or 2026-07-28
+  --gateway-threads N   gateway `threads:` (default: number of server CPUs)
+  --open-rate R         open-loop rate in req/s (default: half of nginx's median
+                        closed-loop throughput)
+  --out DIR             keep JSON/HTML reports and the summary here (default: a temp dir)
+  --no-build            do not run cargo build --release
+  -h, --help            this help
+Binaries: target/release/{mcp-bench,mcp-worker,mcp-proxy}, overridable with
+MCP_BENCH_BIN, MCP_WORKER_BIN, MCP_PROXY_BIN; nginx from PATH or NGINX_BIN
+(installed with apt-get when missing).
+EOF
+}
+
+SMOKE=0
+ROUNDS=3
+DURATION=10s
+WARMUP=2s
+CONCURRENCY=32
+SESSIONS=8
+WORKLOAD=""
+PAYLOAD=65536
+PROTOCOL=2025-06-18
+GATEWAY_THREADS=""
+OPEN_RATE=""
+OUT=""
+BUILD=1
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --duration) DURATION="$2"; shift ;;
+        --warmup) WARMUP="$2"; shift ;;
+        --concurrency) CONCURRENCY="$2"; shift ;;
+        --sessions) SESSIONS="$2"; shift ;;
+        --workload) WORKLOAD="$2"; shift ;;
+        --payload-bytes) PAYLOAD="$2"; shift ;;
+        --protocol) PROTOCOL="$2"; shift ;;
+        --gateway-threads) GATEWAY_THREADS="$2"; shift ;;
+        --open-rate) OPEN_RATE="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$SMOKE" = 1 ]; then
+    ROUNDS=1
+    DURATION=1s
+    WARMUP=200ms
+    CONCURRENCY=4
+    SESSIONS=2
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+BENCH="${MCP_BENCH_BIN:-$RELEASE/mcp-bench}"
+WORKER="${MCP_WORKER_BIN:-$RELEASE/mcp-worker}"
+PROXY="${MCP_PROXY_BIN:-$RELEASE/mcp-proxy}"
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+if [ "$BUILD" = 1 ]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -p mcp-bench -p mcp-workers -p mcp-proxy) \
+        || die "cargo build --release failed"
+fi
+for b in "$BENCH" "$WORKER" "$PROXY"; do
+    [ -x "$b" ] || die "missing executable $b (build it or set MCP_*_BIN)"
+done
+
+NGINX="${NGINX_BIN:-$(command -v nginx || true)}"
+[ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
+if [ -z "$NGINX" ]; then
+    log "nginx not found: installing the Debian package"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx >/dev/null \
+        || die "cannot install nginx with apt-get"
+    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+fi
+[ -x "$NGINX" ] || die "nginx not executable: $NGINX"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-compare.XXXXXX")"
+[ -n "$OUT" ] || OUT="$WORK/results"
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+    local status=$? pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$status" -ne 0 ]; then
+        log "logs kept in $WORK"
+    else
+        case "$OUT" in
+            "$WORK"/*) log "reports kept in $OUT" ;;
+            *) rm -rf "$WORK" ;;
+        esac
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU pinning: generator on the first half of the CPUs, servers on the rest.
+NCPU="$(nproc 2>/dev/null || echo 1)"
+PIN_GEN=()
+PIN_SRV=()
+SRV_CPUS=0
+if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+    GEN_LAST=$(( NCPU / 2 - 1 ))
+    PIN_GEN=(taskset -c "0-$GEN_LAST")
+    PIN_SRV=(taskset -c "$(( GEN_LAST + 1 ))-$(( NCPU - 1 ))")
+    SRV_CPUS=$(( NCPU - GEN_LAST - 1 ))
+    log "pinning: generator on CPUs 0-$GEN_LAST, servers on CPUs $(( GEN_LAST + 1 ))-$(( NCPU - 1 ))"
+else
+    SRV_CPUS="$NCPU"
+    log "not pinning (CPUs: $NCPU, taskset: $(command -v taskset || echo none))"
+fi
+[ -n "$GATEWAY_THREADS" ] || GATEWAY_THREADS="$SRV_CPUS"
+
+# Ports below the ephemeral range, so that no client socket of an earlier
+# run can hold the port.
+EPHEMERAL_LOW="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+PORT_LOW=10000
+PORT_SPAN=$(( EPHEMERAL_LOW - PORT_LOW ))
+[ "$PORT_SPAN" -gt 1000 ] || { PORT_LOW=20000; PORT_SPAN=10000; }
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$(( PORT_LOW + RANDOM % PORT_SPAN ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+wait_port() {
+    local port="$1" name="$2" i
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not listen on port $port (logs in $WORK)"
+}
+
+# Wait until an MCP request through URL succeeds.
+wait_mcp() {
+    local url="$1" name="$2" i
+    for i in $(seq 1 50); do
+        if "$BENCH" run --url "$url" --duration 100ms --warmup 0s --concurrency 1 --sessions 1 \
+            --workload small_call=1 --protocol "$PROTOCOL" --quiet >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "no MCP answer through $name at $url (logs in $WORK)"
+}
+
+WORKER_PORT="$(free_port)"
+GATEWAY_PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
+NGINX_PORT="$(free_port)"
+
+RUST_LOG=warn "${PIN_SRV[@]}" "$WORKER" tools --listen "127.0.0.1:$WORKER_PORT" --id bench-worker \
+    >"$WORK/worker.log" 2>&1 &
+WORKER_PID=$!
+PIDS+=("$WORKER_PID")
+wait_port "$WORKER_PORT" "mcp-worker"
+
+cat >"$WORK/gateway.yaml" <<EOF
+listen: 127.0.0.1:$GATEWAY_PORT
+admin: 127.0.0.1:$ADMIN_PORT
+threads: $GATEWAY_THREADS
+routes:
+  - path: /mcp
+    pool: remote
+    upstream_path: /mcp
+pools:
+  remote:
+    upstreams: [127.0.0.1:$WORKER_PORT]
+    balance: round_robin
+    health: { kind: http, path: /health, interval: 5s }
+EOF
+"${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+PIDS+=("$GATEWAY_PID")
+wait_port "$GATEWAY_PORT" "mcp-proxy"
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+# One process (master_process off) so its CPU time is that of one PID.
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/client_body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 1000000;
+    upstream mcp_worker {
+        server 127.0.0.1:$WORKER_PORT;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        client_max_body_size 64m;
+        location /mcp {
+            proxy_pass http://mcp_worker;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 120s;
+        }
+    }
+}
+EOF
+"${PIN_SRV[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" \
+    >"$WORK/nginx.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_port "$NGINX_PORT" "nginx"
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$WORKER_PORT/mcp"
+    [gateway]="http://127.0.0.1:$GATEWAY_PORT/mcp"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/mcp"
+)
+declare -A PROXY_PID=([direct]="" [gateway]="$GATEWAY_PID" [nginx]="$NGINX_PID")
+TARGETS=(direct gateway nginx)
+for t in "${TARGETS[@]}"; do
+    wait_mcp "${URL[$t]}" "$t"
+done
+
+log "machine: $NCPU CPUs, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
+log "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); gateway threads: $GATEWAY_THREADS"
+log "rounds $ROUNDS, duration $DURATION, warm-up $WARMUP, concurrency $CONCURRENCY, sessions $SESSIONS, protocol $PROTOCOL"
+
+COMMON=(--duration "$DURATION" --warmup "$WARMUP" --sessions "$SESSIONS" --payload-bytes "$PAYLOAD"
+    --protocol "$PROTOCOL")
+[ -n "$WORKLOAD" ] && COMMON+=(--workload "$WORKLOAD")
+
+# CPU clock ticks (utime+stime) used so far by the given processes.
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t="$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+        total=$(( total + t ))
+    done
+    echo "$total"
+}
+
+# Wait (up to 60 s) until the servers use under ~4 % of a CPU, so that work
+# left queued by an overloaded phase does not leak into the next one.
+wait_idle() {
+    local start=$SECONDS a b
+    while [ $(( SECONDS - start )) -lt 60 ]; do
+        a="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID")"
+        sleep 0.5
+        b="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID")"
+        if [ $(( b - a )) -le 2 ]; then
+            [ $(( SECONDS - start )) -ge 2 ] && log "servers idle after $(( SECONDS - start )) s"
+            return 0
+        fi
+    done
+    log "warning: servers still busy after 60 s; measuring anyway"
+}
+
+# run_phase TARGET STAGE ROUND MODE-ARGS...
+run_phase() {
+    local target="$1" stage="$2" round="$3"
+    shift 3
+    wait_idle
+    local watch=(--watch-pid "worker=$WORKER_PID")
+    [ -n "${PROXY_PID[$target]}" ] && watch+=(--watch-pid "proxy=${PROXY_PID[$target]}")
+    local name="$stage-r$round-$target"
+    log "$stage round $round: $target"
+    if ! "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" "${COMMON[@]}" "$@" "${watch[@]}" \
+        --label "$target/$stage/r$round" --json "$OUT/$name.json" --html "$OUT/$name.html" \
+        2>>"$WORK/bench-progress.log" | sed -n '3,4p;/body end/p' >&2; then
+        die "mcp-bench failed for $target ($stage, round $round)"
+    fi
+    [ -s "$OUT/$name.json" ] || die "no report for $target ($stage, round $round)"
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        run_phase "$t" closed "$r" --mode closed --concurrency "$CONCURRENCY"
+    done
+done
+
+if [ -n "$OPEN_RATE" ]; then
+    RATE="$OPEN_RATE"
+    log "open-loop rate: $RATE req/s (--open-rate)"
+else
+    RATE="$("$BENCH" compare --results "$OUT" --suggest-open-rate nginx)"
+    if [ "$SMOKE" = 1 ] && [ "${RATE%.*}" -gt 100 ]; then
+        RATE=100
+    fi
+    log "open-loop rate: $RATE req/s (half of nginx's median closed-loop throughput)"
+fi
+
+for r in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        run_phase "$t" open "$r" --mode open --rate "$RATE"
+    done
+done
+
+"$BENCH" compare --results "$OUT" | tee "$OUT/summary.md"

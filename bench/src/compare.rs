@@ -1,0 +1,324 @@
+//! Summarize the reports of `bench/compare.sh`: one JSON report per target
+//! (`direct`, `gateway`, `nginx`), stage (closed, open loop) and round,
+//! labelled `TARGET/STAGE/rN`. Medians over rounds, ratios to nginx and to
+//! direct.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::report::Report;
+
+/// Name of the watched proxy process (gateway or nginx) in reports.
+pub const PROXY_PROC: &str = "proxy";
+/// Name of the watched worker process in reports.
+pub const WORKER_PROC: &str = "worker";
+
+/// Medians of one target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetRow {
+    /// Target name.
+    pub target: String,
+    /// Rounds with a closed-loop report.
+    pub closed_rounds: usize,
+    /// Rounds with an open-loop report.
+    pub open_rounds: usize,
+    /// Closed loop: successful requests per second.
+    pub closed_rate: Option<f64>,
+    /// Closed loop: p50 latency, µs.
+    pub closed_p50: Option<f64>,
+    /// Closed loop: p99 latency, µs.
+    pub closed_p99: Option<f64>,
+    /// Open loop: offered rate.
+    pub open_rate: Option<f64>,
+    /// Open loop: p50 latency, µs.
+    pub open_p50: Option<f64>,
+    /// Open loop: p99 latency, µs.
+    pub open_p99: Option<f64>,
+    /// Proxy CPU µs per request, closed loop.
+    pub proxy_cpu_closed: Option<f64>,
+    /// Proxy CPU µs per request, open loop.
+    pub proxy_cpu_open: Option<f64>,
+    /// Worker CPU µs per request, open loop.
+    pub worker_cpu_open: Option<f64>,
+    /// Proxy peak RSS, KiB (largest over all reports).
+    pub proxy_rss_kib: Option<u64>,
+    /// Errors summed over all reports.
+    pub errors: u64,
+    /// Requests summed over all reports.
+    pub requests: u64,
+}
+
+/// Median of `v` (`None` when empty).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The target part of a `TARGET/STAGE/rN` label.
+pub fn target_of(report: &Report) -> String {
+    report
+        .label
+        .as_deref()
+        .and_then(|l| l.split('/').next())
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&report.config.url)
+        .to_owned()
+}
+
+fn proc_cpu(report: &Report, name: &str) -> Option<f64> {
+    report
+        .results
+        .processes
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.cpu_us_per_request)
+}
+
+/// Read every `*.json` report in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Vec<Report>, String> {
+    let mut reports = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let r: Report = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not an mcp-bench report: {e}", p.display()))?;
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+/// Medians per target, in first-seen order.
+pub fn rows(reports: &[Report]) -> Vec<TargetRow> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: BTreeMap<String, Vec<&Report>> = BTreeMap::new();
+    for r in reports {
+        let t = target_of(r);
+        if !by.contains_key(&t) {
+            order.push(t.clone());
+        }
+        by.entry(t).or_default().push(r);
+    }
+    order
+        .into_iter()
+        .map(|t| {
+            let rs = by.remove(&t).unwrap_or_default();
+            let closed: Vec<&Report> = rs
+                .iter()
+                .copied()
+                .filter(|r| r.config.mode == "closed")
+                .collect();
+            let open: Vec<&Report> = rs
+                .iter()
+                .copied()
+                .filter(|r| r.config.mode == "open")
+                .collect();
+            let m = |v: &[&Report], f: &dyn Fn(&Report) -> Option<f64>| {
+                median(v.iter().filter_map(|r| f(r)).collect())
+            };
+            TargetRow {
+                target: t,
+                closed_rounds: closed.len(),
+                open_rounds: open.len(),
+                closed_rate: m(&closed, &|r| Some(r.results.ok_rate)),
+                closed_p50: m(&closed, &|r| Some(r.results.latency_us.p50 as f64)),
+                closed_p99: m(&closed, &|r| Some(r.results.latency_us.p99 as f64)),
+                open_rate: m(&open, &|r| r.config.rate),
+                open_p50: m(&open, &|r| Some(r.results.latency_us.p50 as f64)),
+                open_p99: m(&open, &|r| Some(r.results.latency_us.p99 as f64)),
+                proxy_cpu_closed: m(&closed, &|r| proc_cpu(r, PROXY_PROC)),
+                proxy_cpu_open: m(&open, &|r| proc_cpu(r, PROXY_PROC)),
+                worker_cpu_open: m(&open, &|r| proc_cpu(r, WORKER_PROC)),
+                proxy_rss_kib: rs
+                    .iter()
+                    .flat_map(|r| r.results.processes.iter())
+                    .filter(|p| p.name == PROXY_PROC)
+                    .map(|p| p.hwm_kib)
+                    .max(),
+                errors: rs.iter().map(|r| r.results.errors).sum(),
+                requests: rs.iter().map(|r| r.results.requests).sum(),
+            }
+        })
+        .collect()
+}
+
+/// Half of `target`'s median closed-loop throughput (the open-loop rate of
+/// the comparison), at least 1.
+pub fn suggested_open_rate(reports: &[Report], target: &str) -> Option<f64> {
+    rows(reports)
+        .into_iter()
+        .find(|r| r.target == target)
+        .and_then(|r| r.closed_rate)
+        .map(|rate| (rate / 2.0).floor().max(1.0))
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) => format!("{x:.decimals$}"),
+        None => "–".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// Markdown tables of the comparison.
+pub fn markdown(rows: &[TargetRow]) -> String {
+    let find = |name: &str| rows.iter().find(|r| r.target == name);
+    let nginx = find("nginx");
+    let direct = find("direct");
+    let mut t = String::new();
+    t.push_str("| target | closed-loop req/s | vs nginx | vs direct | open-loop rate | p50 µs | p99 µs | p99 vs nginx | p99 vs direct | errors/requests |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            r.target,
+            num(r.closed_rate, 0),
+            ratio(r.closed_rate, nginx.and_then(|n| n.closed_rate)),
+            ratio(r.closed_rate, direct.and_then(|n| n.closed_rate)),
+            num(r.open_rate, 0),
+            num(r.open_p50, 0),
+            num(r.open_p99, 0),
+            ratio(r.open_p99, nginx.and_then(|n| n.open_p99)),
+            ratio(r.open_p99, direct.and_then(|n| n.open_p99)),
+            r.errors,
+            r.requests
+        );
+    }
+    t.push('\n');
+    t.push_str("| target | proxy CPU µs/req (open loop) | vs nginx | proxy CPU µs/req (closed loop) | vs nginx | worker CPU µs/req (open loop) | proxy peak RSS MiB | closed p50 µs | closed p99 µs |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.target,
+            num(r.proxy_cpu_open, 1),
+            ratio(r.proxy_cpu_open, nginx.and_then(|n| n.proxy_cpu_open)),
+            num(r.proxy_cpu_closed, 1),
+            ratio(r.proxy_cpu_closed, nginx.and_then(|n| n.proxy_cpu_closed)),
+            num(r.worker_cpu_open, 1),
+            num(r.proxy_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            num(r.closed_p50, 0),
+            num(r.closed_p99, 0),
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::Protocol;
+    use crate::procstat::ProcUsage;
+    use crate::runner::{LoadMode, RunConfig, RunOutcome};
+    use crate::stats::Stats;
+    use crate::workload::{Mix, Op};
+    use std::time::Duration;
+
+    fn report(label: &str, open: bool, latency_us: u64, n: u64, proxy_cpu: Option<f64>) -> Report {
+        let cfg = RunConfig {
+            url: "http://127.0.0.1:1/mcp".into(),
+            mode: if open {
+                LoadMode::Open { rate: 500.0 }
+            } else {
+                LoadMode::Closed { concurrency: 8 }
+            },
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            sessions: 1,
+            mix: Mix::parse("small_call=1").expect("mix"),
+            payload_bytes: 0,
+            token: None,
+            protocol: Protocol::V2025_06_18,
+            timeout: Duration::from_secs(1),
+            max_in_flight: 10,
+            late_tolerance: Duration::from_millis(1),
+            progress_line: false,
+            label: Some(label.into()),
+            watch: vec![],
+        };
+        let mut stats = Stats::new();
+        for _ in 0..n {
+            stats.record_ok(Op::SmallCall, Duration::from_micros(latency_us), None, 0);
+        }
+        let watch = proxy_cpu
+            .map(|c| ProcUsage {
+                name: PROXY_PROC.into(),
+                pid: 1,
+                cpu_us: 0,
+                cpu_us_per_request: c,
+                cpu_percent: 0.0,
+                rss_kib: 1024,
+                hwm_kib: 2048,
+            })
+            .into_iter()
+            .collect();
+        let out = RunOutcome {
+            stats,
+            lag: None,
+            intended: None,
+            elapsed: Duration::from_secs(1),
+            sessions_opened: 1,
+            watch,
+            warnings: vec![],
+        };
+        Report::new(&cfg, &out)
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn rows_and_table() {
+        let reports = vec![
+            report("direct/closed/r1", false, 100, 1000, None),
+            report("gateway/closed/r1", false, 200, 600, Some(50.0)),
+            report("nginx/closed/r1", false, 150, 800, Some(25.0)),
+            report("nginx/closed/r2", false, 150, 900, Some(35.0)),
+            report("nginx/open/r1", true, 150, 400, Some(20.0)),
+            report("gateway/open/r1", true, 300, 400, Some(40.0)),
+        ];
+        let rows = rows(&reports);
+        assert_eq!(
+            rows.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+            vec!["direct", "gateway", "nginx"]
+        );
+        let nginx = &rows[2];
+        assert_eq!(nginx.closed_rounds, 2);
+        assert_eq!(nginx.closed_rate, Some(850.0));
+        assert_eq!(nginx.proxy_cpu_closed, Some(30.0));
+        assert_eq!(nginx.proxy_rss_kib, Some(2048));
+        assert_eq!(suggested_open_rate(&reports, "nginx"), Some(425.0));
+        assert_eq!(suggested_open_rate(&reports, "nope"), None);
+        let md = markdown(&rows);
+        assert!(md.contains("| gateway | 600 | 0.71× | 0.60× |"), "{md}");
+        assert!(md.contains("| gateway | 40.0 | 2.00× |"), "{md}");
+    }
+}
