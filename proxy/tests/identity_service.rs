@@ -4,118 +4,26 @@
 //! unreachable PostgreSQL fails the tests.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+mod common;
+
+use common::db::{PgSchema, SqliteDb};
 use jsonwebtoken::{Algorithm, Validation};
 use mcp_proxy::identity::{IdentityConfig, IdentityService};
 use mcp_proxy::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, Executor, Row};
+use sqlx::Row;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ISSUER: &str = "http://127.0.0.1:8080";
 const AUDIENCE: &str = "http://127.0.0.1:8080/mcp";
 const KEY1: [u8; 32] = [7u8; 32];
 const GOOD_PASSWORD: &str = "correct horse 42";
 
-fn unique_name(prefix: &str) -> String {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // Databases
-
-struct SqliteDb {
-    dir: PathBuf,
-}
-
-impl SqliteDb {
-    fn new() -> SqliteDb {
-        SqliteDb {
-            dir: std::env::temp_dir().join(unique_name("mcp-proxy-identity")),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}/gateway.db", self.dir.display())
-    }
-}
-
-impl Drop for SqliteDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct PgSchema {
-    admin_url: String,
-    schema: String,
-}
-
-impl PgSchema {
-    async fn new() -> PgSchema {
-        let admin_url =
-            std::env::var("MCP_PROXY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_PG_URL.into());
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url))
-            .await
-            .unwrap_or_else(|_| panic!("PostgreSQL did not answer within 10 s at {admin_url}; start it (scripts/services does) or set MCP_PROXY_TEST_POSTGRES"))
-            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin_url}: {e}; start it (scripts/services does) or set MCP_PROXY_TEST_POSTGRES"));
-        let schema = unique_name("identity_test");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .await
-            .expect("create the test schema");
-        let _ = conn.close().await;
-        PgSchema { admin_url, schema }
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-c%20search_path%3D{}",
-            self.admin_url, self.schema
-        )
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&url).await {
-                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
-                    let _ = conn.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
 
 /// Runs `case` against a fresh, migrated store on each backend.
 macro_rules! on_both_backends {
@@ -123,7 +31,7 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let db = super::SqliteDb::new();
+                let db = super::SqliteDb::new("mcp-proxy-identity");
                 let store = mcp_proxy::store::Store::connect(&db.url(), true)
                     .await
                     .expect("connect to SQLite");
@@ -133,7 +41,7 @@ macro_rules! on_both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let schema = super::PgSchema::new().await;
+                let schema = super::PgSchema::new("identity_test").await;
                 let store = mcp_proxy::store::Store::connect(&schema.url(), true)
                     .await
                     .expect("connect to PostgreSQL");

@@ -15,40 +15,6 @@ async fn start_with_db() -> (Gateway, String) {
     start_on(&format!("sqlite://{}", db.display())).await
 }
 
-/// A schema of its own in the PostgreSQL test database; the URL selects it.
-async fn pg_schema() -> (String, String) {
-    use sqlx::{Connection, Executor};
-    let admin = std::env::var("MCP_PROXY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {admin}: {e}; scripts/services starts it")
-        });
-    let schema = format!("gw_test_{}_{}", std::process::id(), free_port());
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let _ = conn.close().await;
-    (
-        format!("{admin}?options=-c%20search_path%3D{schema}"),
-        schema,
-    )
-}
-
-async fn drop_pg_schema(schema: &str) {
-    use sqlx::{Connection, Executor};
-    let admin = std::env::var("MCP_PROXY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = conn
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .await;
-    }
-}
-
 async fn start_on(db_url: &str) -> (Gateway, String) {
     std::env::set_var(
         "MCP_GATEWAY_CREDENTIALS_KEY",
@@ -119,12 +85,13 @@ async fn register_login_and_call_with_the_gateways_own_token() {
 
 #[tokio::test]
 async fn the_same_flow_on_postgresql() {
-    let (url, schema) = pg_schema().await;
-    let (gw, _) = start_on(&url).await;
+    let schema = common::db::PgSchema::new("gw_test").await;
+    let (gw, _) = start_on(&schema.url()).await;
     own_token_flow(&gw).await;
     api_key_flow(&gw).await;
+    // The gateway goes before its schema.
     drop(gw);
-    drop_pg_schema(&schema).await;
+    drop(schema);
 }
 
 async fn own_token_flow(gw: &Gateway) {

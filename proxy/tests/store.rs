@@ -4,31 +4,16 @@
 //! the end, so parallel runs do not collide. An unreachable PostgreSQL fails the tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::db::{PgSchema, SqliteDb};
 use mcp_proxy::store::{
     NewApiKey, NewAuditEvent, NewRefreshToken, NewSigningKey, Store, StoreError,
 };
-use sqlx::postgres::{PgConnection, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{Connection, Executor, PgPool, Row, SqlitePool};
-
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn unique_name(prefix: &str) -> String {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use sqlx::{PgPool, Row, SqlitePool};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -43,103 +28,21 @@ fn hash_of(seed: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Databases
 
-/// An SQLite database file in a directory of its own, removed on drop.
-struct SqliteDb {
-    dir: PathBuf,
+/// Pools for looking inside a test database directly.
+async fn sqlite_inspect_pool(db: &SqliteDb) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url())
+        .await
+        .expect("open the SQLite file for inspection")
 }
 
-impl SqliteDb {
-    fn new() -> SqliteDb {
-        SqliteDb {
-            dir: std::env::temp_dir().join(unique_name("mcp-proxy-store")),
-        }
-    }
-
-    /// A URL whose parent directories do not exist yet: `Store::connect` creates them.
-    fn url(&self) -> String {
-        format!("sqlite://{}/nested/gateway.db", self.dir.display())
-    }
-
-    async fn inspect_pool(&self) -> SqlitePool {
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect(&self.url())
-            .await
-            .expect("open the SQLite file for inspection")
-    }
-}
-
-impl Drop for SqliteDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A schema of its own in the test database, dropped (with everything in it) on drop.
-struct PgSchema {
-    admin_url: String,
-    schema: String,
-}
-
-impl PgSchema {
-    async fn new() -> PgSchema {
-        let admin_url =
-            std::env::var("MCP_PROXY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_PG_URL.into());
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url))
-            .await
-            .unwrap_or_else(|_| panic!("PostgreSQL did not answer within 10 s at {admin_url}; start it (scripts/services does) or set MCP_PROXY_TEST_POSTGRES"))
-            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin_url}: {e}; start it (scripts/services does) or set MCP_PROXY_TEST_POSTGRES"));
-        let schema = unique_name("store_test");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .await
-            .expect("create the test schema");
-        let _ = conn.close().await;
-        PgSchema { admin_url, schema }
-    }
-
-    /// The test database with `search_path` set to this schema at connection start-up.
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-c%20search_path%3D{}",
-            self.admin_url, self.schema
-        )
-    }
-
-    async fn inspect_pool(&self) -> PgPool {
-        PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.url())
-            .await
-            .expect("connect to PostgreSQL for inspection")
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        // Drop runs inside a test's runtime: do the async cleanup on a thread of its own.
-        let url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&url).await {
-                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
-                    let _ = conn.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
+async fn pg_inspect_pool(pg: &PgSchema) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url())
+        .await
+        .expect("connect to PostgreSQL for inspection")
 }
 
 /// Runs `case` against a fresh, migrated store on each backend.
@@ -148,7 +51,7 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test]
             async fn sqlite() {
-                let db = super::SqliteDb::new();
+                let db = super::SqliteDb::new("mcp-proxy-store");
                 let store = mcp_proxy::store::Store::connect(&db.url(), true)
                     .await
                     .expect("connect to SQLite");
@@ -159,7 +62,7 @@ macro_rules! on_both_backends {
 
             #[tokio::test]
             async fn postgres() {
-                let schema = super::PgSchema::new().await;
+                let schema = super::PgSchema::new("store_test").await;
                 let store = mcp_proxy::store::Store::connect(&schema.url(), true)
                     .await
                     .expect("connect to PostgreSQL");
@@ -199,13 +102,13 @@ async fn migrate_twice(url: &str) {
 
 #[tokio::test]
 async fn sqlite_migrations_apply_twice() {
-    let db = SqliteDb::new();
+    let db = SqliteDb::new("mcp-proxy-store");
     migrate_twice(&db.url()).await;
     assert!(
         db.dir.join("nested/gateway.db").is_file(),
         "database file not created"
     );
-    let pool = db.inspect_pool().await;
+    let pool = sqlite_inspect_pool(&db).await;
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await
@@ -216,7 +119,7 @@ async fn sqlite_migrations_apply_twice() {
 
 #[tokio::test]
 async fn postgres_migrations_apply_twice() {
-    let schema = PgSchema::new().await;
+    let schema = PgSchema::new("store_test").await;
     migrate_twice(&schema.url()).await;
 }
 
@@ -341,23 +244,23 @@ async fn pg_schema(pool: &PgPool) -> (Schema, BTreeSet<String>) {
 
 #[tokio::test]
 async fn migration_sets_describe_the_same_schema() {
-    let db = SqliteDb::new();
+    let db = SqliteDb::new("mcp-proxy-store");
     Store::connect(&db.url(), true)
         .await
         .expect("migrate SQLite")
         .close()
         .await;
-    let pg = PgSchema::new().await;
+    let pg = PgSchema::new("store_test").await;
     Store::connect(&pg.url(), true)
         .await
         .expect("migrate PostgreSQL")
         .close()
         .await;
 
-    let sqlite_pool = db.inspect_pool().await;
+    let sqlite_pool = sqlite_inspect_pool(&db).await;
     let (lite, lite_indexes) = sqlite_schema(&sqlite_pool).await;
     sqlite_pool.close().await;
-    let pg_pool = pg.inspect_pool().await;
+    let pg_pool = pg_inspect_pool(&pg).await;
     let (post, post_indexes) = pg_schema(&pg_pool).await;
     pg_pool.close().await;
 
@@ -881,7 +784,7 @@ on_both_backends!(audit_round_trip, super::audit_case);
 
 #[test]
 fn migrate_command_applies_then_reports() {
-    let db = SqliteDb::new();
+    let db = SqliteDb::new("mcp-proxy-store");
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
             .args(["migrate", "--database", &db.url()])

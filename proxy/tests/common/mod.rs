@@ -2,6 +2,8 @@
 //! free ports with a generated configuration, and talk to it with real clients.
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
