@@ -52,6 +52,10 @@ impl ControlPlane {
                     }
                     tokio::spawn(crate::admin::serve(admin, shared.clone()));
                     tokio::spawn(refresh_key_sets(shared.clone()));
+                    if let Some(r) = &shared.ratelimit_redis {
+                        tokio::spawn(r.clone().maintain());
+                    }
+                    tokio::spawn(tidy_rate_limits(shared.clone()));
                     let runtime = shared.runtime.load_full();
                     let mut slots = tokio::task::JoinSet::new();
                     for pool in runtime.pools.values() {
@@ -115,4 +119,13 @@ async fn refresh_key_sets(shared: Arc<Shared>) {
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Local rate-limit state for keys that are back to full is dropped now and then, so memory
+/// follows the active callers, not every caller ever seen.
+async fn tidy_rate_limits(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        shared.ratelimit.load().tidy();
+    }
 }

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod identity_link;
 pub mod mcp;
 pub mod policy;
+pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod server;

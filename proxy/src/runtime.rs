@@ -49,6 +49,10 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The gateway's own identity service, once started (when configured).
     pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
+    /// Rate and concurrency limits (built from the configuration's `rate_limits`).
+    pub ratelimit: ArcSwap<crate::ratelimit::RateLimiter>,
+    /// The shared rate-limit backend, when Redis is configured.
+    pub ratelimit_redis: Option<Arc<crate::ratelimit::redis::RedisLimits>>,
 }
 
 pub struct IdentityHandle {

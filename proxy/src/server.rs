@@ -16,6 +16,8 @@ use crate::admin::metrics::Metrics;
 use crate::config::GatewayConfig;
 use crate::control::ControlPlane;
 use crate::gateway::Gateway;
+use crate::ratelimit::redis::RedisLimits;
+use crate::ratelimit::RateLimiter;
 use crate::runtime::{Runtime, Shared};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +78,27 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         addr: admin_addr,
         source,
     })?;
+    let metrics = Arc::new(Metrics::new()?);
+    let ratelimit_redis = match &config.redis {
+        Some(r) => Some(Arc::new(
+            RedisLimits::new(
+                &r.url,
+                &r.prefix,
+                config.rate_limits.redis_timeout,
+                metrics.ratelimit_redis_errors.clone(),
+                metrics.ratelimit_redis_down.clone(),
+            )
+            .map_err(StartError::Control)?,
+        )),
+        None => None,
+    };
+    let ratelimit = RateLimiter::new(&config.rate_limits, ratelimit_redis.clone(), &metrics);
     let runtime = Runtime::build(config)?;
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
-        metrics: Arc::new(Metrics::new()?),
+        ratelimit: ArcSwap::from_pointee(ratelimit),
+        ratelimit_redis,
+        metrics,
         inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         identity: arc_swap::ArcSwapOption::empty(),

@@ -2,7 +2,8 @@
 //! read from the pools at scrape time, so the hot path pays nothing for them.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::routing::Pool;
@@ -16,6 +17,11 @@ pub struct Metrics {
     pub upstream_connect_failures: IntCounterVec,
     worker_healthy: IntGaugeVec,
     worker_inflight: IntGaugeVec,
+    /// Rate-limit decisions by policy and outcome.
+    pub ratelimit_decisions: IntCounterVec,
+    pub ratelimit_redis_errors: IntCounter,
+    /// 1 while rate-limit checks cannot reach Redis (each policy's `on_redis_error` applies).
+    pub ratelimit_redis_down: IntGauge,
 }
 
 /// MCP methods get their own label value; anything else is `other`, so a client cannot
@@ -103,6 +109,25 @@ impl Metrics {
             ),
             &["pool", "worker"],
         )?;
+        let ratelimit_decisions = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_ratelimit_decisions_total",
+                "Rate-limit decisions by policy and outcome (allowed, limited, \
+                 redis_down_allowed, redis_down_denied, fallback_allowed, fallback_limited)",
+            ),
+            &["policy", "outcome"],
+        )?;
+        let ratelimit_redis_errors = IntCounter::new(
+            "mcp_gateway_ratelimit_redis_errors_total",
+            "Rate-limit checks that failed or timed out in Redis",
+        )?;
+        let ratelimit_redis_down = IntGauge::new(
+            "mcp_gateway_ratelimit_redis_down",
+            "1 while rate-limit checks cannot use Redis (the fallback policy is in force)",
+        )?;
+        registry.register(Box::new(ratelimit_decisions.clone()))?;
+        registry.register(Box::new(ratelimit_redis_errors.clone()))?;
+        registry.register(Box::new(ratelimit_redis_down.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
@@ -119,6 +144,9 @@ impl Metrics {
             upstream_connect_failures,
             worker_healthy,
             worker_inflight,
+            ratelimit_decisions,
+            ratelimit_redis_errors,
+            ratelimit_redis_down,
         })
     }
 

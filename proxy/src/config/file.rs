@@ -39,6 +39,9 @@ pub struct FileConfig {
     /// The gateway's own users, logins, API keys and tokens (needs `database`).
     #[serde(default)]
     pub identity: Option<IdentityFile>,
+    /// Request-rate and concurrency limits (docs/configuration.md, "rate_limits").
+    #[serde(default)]
+    pub rate_limits: Option<RateLimitsFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -398,6 +401,90 @@ fn default_health_timeout() -> HumanDuration {
 
 fn default_unhealthy_after() -> u32 {
     2
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RateLimitsFile {
+    /// Keep the built-in policies (`login`, `user`, `user-inflight`) unless a policy of the
+    /// same name replaces them.
+    #[serde(default = "default_true")]
+    pub defaults: bool,
+    /// Longest wait for Redis on a limit check; past it the policy's `on_redis_error` applies.
+    #[serde(default = "default_redis_timeout")]
+    pub redis_timeout: HumanDuration,
+    /// Expected number of gateway replicas: while Redis is down, `on_redis_error: local`
+    /// enforces limit ÷ replicas on each node.
+    #[serde(default = "default_replicas")]
+    pub replicas: Spanned<u64>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, RatePolicyFile>,
+}
+
+fn default_redis_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(5))
+}
+
+fn default_replicas() -> Spanned<u64> {
+    Spanned::new(1, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RatePolicyFile {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// What is counted separately: any of `user`, `api_key`, `ip`, `route`, `tool`.
+    #[serde(default)]
+    pub key: Option<Spanned<Vec<String>>>,
+    /// `100/min`, `10/s`, `5000/h`, `50/10s`: requests per period, refilled smoothly.
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
+    /// Requests allowed at once after a quiet period (default: the rate's count).
+    #[serde(default)]
+    pub burst: Option<Spanned<u64>>,
+    /// Or: requests in flight at once (open SSE streams included).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<u64>>,
+    /// `local` (this process) or `redis` (shared by every replica).
+    #[serde(default)]
+    pub backend: Option<RateBackendFile>,
+    /// What happens while Redis is unreachable or slower than `redis_timeout`.
+    #[serde(default)]
+    pub on_redis_error: Option<OnRedisErrorFile>,
+    /// MCP routes the policy applies to (default: all).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub except_routes: Vec<String>,
+    /// Other request paths it applies to (the identity service's `/auth/login`, …).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Only `tools/call` requests for these tools (globs) count.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Only callers holding one of these roles count (default: everyone).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Callers holding one of these roles are not limited.
+    #[serde(default)]
+    pub exempt_roles: Vec<String>,
+    /// Redis concurrency slots expire after this long if their replica dies.
+    #[serde(default)]
+    pub lease: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateBackendFile {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisErrorFile {
+    Allow,
+    Deny,
+    Local,
 }
 
 /// A duration written as `250ms`, `5s`, `1h 30m`.

@@ -24,6 +24,7 @@ pub struct GatewayConfig {
     pub database: Option<DatabaseConfig>,
     pub redis: Option<RedisConfig>,
     pub identity: Option<IdentityConfig>,
+    pub rate_limits: RateLimitConfig,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
 }
@@ -146,4 +147,65 @@ pub struct HealthConfig {
     pub interval: Duration,
     pub timeout: Duration,
     pub unhealthy_after: u32,
+}
+
+/// Rate and concurrency limits, defaults included.
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitConfig {
+    pub redis_timeout: Duration,
+    pub replicas: u64,
+    pub policies: Vec<RatePolicyConfig>,
+}
+
+/// What a policy counts separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKeyPart {
+    User,
+    ApiKey,
+    Ip,
+    Route,
+    Tool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKind {
+    /// `burst` requests at once, then one every `period / limit` (GCRA).
+    Rate {
+        limit: u64,
+        period: Duration,
+        burst: u64,
+    },
+    /// At most `max` requests in flight; Redis slots expire after `lease`.
+    Concurrency { max: u64, lease: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateBackend {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Let requests through unlimited.
+    Allow,
+    /// Refuse them (429).
+    Deny,
+    /// Enforce limit ÷ replicas in this process.
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub struct RatePolicyConfig {
+    pub name: String,
+    pub key: Vec<RateKeyPart>,
+    pub kind: RateKind,
+    pub backend: RateBackend,
+    pub on_redis_error: OnRedisError,
+    pub routes: Vec<String>,
+    pub except_routes: Vec<String>,
+    pub paths: Vec<String>,
+    pub tools: Vec<String>,
+    pub roles: Vec<String>,
+    pub exempt_roles: Vec<String>,
 }

@@ -2,10 +2,14 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{AuthFile, FileConfig, PoolFile};
+use super::file::{
+    AuthFile, FileConfig, OnRedisErrorFile, PoolFile, RateBackendFile, RateLimitsFile,
+    RatePolicyFile,
+};
 use super::locate::LineIndex;
 use super::model::*;
 use super::{ConfigError, ConfigErrors};
@@ -367,7 +371,10 @@ impl Validator<'_> {
                 );
             }
         }
+        let route_paths: Vec<&str> = f.routes.iter().map(|r| r.path.value.as_str()).collect();
+        let rate_limits = self.rate_limits(f.rate_limits.as_ref(), redis.is_some(), &route_paths);
         Some(GatewayConfig {
+            rate_limits,
             auth,
             public_url,
             database,
@@ -388,6 +395,228 @@ impl Validator<'_> {
             shutdown_grace: f.shutdown_grace.0,
             routes,
             pools,
+        })
+    }
+
+    fn rate_limits(
+        &mut self,
+        f: Option<&RateLimitsFile>,
+        has_redis: bool,
+        routes: &[&str],
+    ) -> RateLimitConfig {
+        let shared = if has_redis {
+            RateBackend::Redis
+        } else {
+            RateBackend::Local
+        };
+        let replicas = match f.map(|f| &f.replicas) {
+            Some(r) if r.value == 0 || r.value > 10_000 => {
+                self.err(&r.referenced, "rate_limits.replicas", "expected 1 to 10000");
+                1
+            }
+            Some(r) => r.value,
+            None => 1,
+        };
+        let mut policies: Vec<RatePolicyConfig> = if f.is_none_or(|f| f.defaults) {
+            default_rate_policies(shared)
+        } else {
+            Vec::new()
+        };
+        for (name, p) in f.map(|f| &f.policies).into_iter().flatten() {
+            policies.retain(|d| d.name != *name);
+            if let Some(cfg) = self.rate_policy(name, p, has_redis, routes) {
+                policies.push(cfg);
+            }
+        }
+        RateLimitConfig {
+            redis_timeout: f
+                .map(|f| f.redis_timeout.0)
+                .unwrap_or(Duration::from_millis(5)),
+            replicas,
+            policies,
+        }
+    }
+
+    fn rate_policy(
+        &mut self,
+        name: &str,
+        p: &RatePolicyFile,
+        has_redis: bool,
+        routes: &[&str],
+    ) -> Option<RatePolicyConfig> {
+        let at = format!("rate_limits.policies.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.err(
+                &Location::UNKNOWN,
+                at.clone(),
+                "policy names use letters, digits, - and _",
+            );
+        }
+        if !p.enabled {
+            return None;
+        }
+        let mut key = Vec::new();
+        match &p.key {
+            None => self.err(
+                &Location::UNKNOWN,
+                format!("{at}.key"),
+                "required: any of user, api_key, ip, route, tool",
+            ),
+            Some(k) => {
+                for part in &k.value {
+                    let part = match part.as_str() {
+                        "user" => RateKeyPart::User,
+                        "api_key" => RateKeyPart::ApiKey,
+                        "ip" => RateKeyPart::Ip,
+                        "route" => RateKeyPart::Route,
+                        "tool" => RateKeyPart::Tool,
+                        other => {
+                            self.err(
+                                &k.referenced,
+                                format!("{at}.key"),
+                                format!(
+                                    "unknown key part {other:?} (expected user, api_key, ip, route or tool)"
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                    if !key.contains(&part) {
+                        key.push(part);
+                    }
+                }
+            }
+        }
+        let kind = match (&p.rate, &p.concurrency) {
+            (Some(r), None) => match parse_rate(&r.value) {
+                Ok((limit, period)) => {
+                    let burst = match &p.burst {
+                        Some(b) if b.value == 0 => {
+                            self.err(&b.referenced, format!("{at}.burst"), "must be at least 1");
+                            1
+                        }
+                        Some(b) => b.value,
+                        None => limit,
+                    };
+                    Some(RateKind::Rate {
+                        limit,
+                        period,
+                        burst,
+                    })
+                }
+                Err(msg) => {
+                    self.err(&r.referenced, format!("{at}.rate"), msg);
+                    None
+                }
+            },
+            (None, Some(c)) => {
+                if c.value == 0 {
+                    self.err(
+                        &c.referenced,
+                        format!("{at}.concurrency"),
+                        "must be at least 1",
+                    );
+                }
+                if let Some(b) = &p.burst {
+                    self.err(
+                        &b.referenced,
+                        format!("{at}.burst"),
+                        "burst goes with rate, not with concurrency",
+                    );
+                }
+                Some(RateKind::Concurrency {
+                    max: c.value.max(1),
+                    lease: p.lease.map(|l| l.0).unwrap_or(Duration::from_secs(600)),
+                })
+            }
+            (Some(r), Some(_)) => {
+                self.err(
+                    &r.referenced,
+                    at.clone(),
+                    "give either rate or concurrency, not both (use two policies)",
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    &Location::UNKNOWN,
+                    at.clone(),
+                    "needs rate (such as 100/min) or concurrency",
+                );
+                None
+            }
+        };
+        let backend = match p.backend {
+            Some(RateBackendFile::Redis) if !has_redis => {
+                self.err(
+                    &Location::UNKNOWN,
+                    format!("{at}.backend"),
+                    "redis backend needs the redis section",
+                );
+                RateBackend::Local
+            }
+            Some(RateBackendFile::Redis) => RateBackend::Redis,
+            Some(RateBackendFile::Local) => RateBackend::Local,
+            None if has_redis => RateBackend::Redis,
+            None => RateBackend::Local,
+        };
+        let on_redis_error = match p.on_redis_error {
+            Some(OnRedisErrorFile::Allow) => OnRedisError::Allow,
+            Some(OnRedisErrorFile::Deny) => OnRedisError::Deny,
+            Some(OnRedisErrorFile::Local) | None => OnRedisError::Local,
+        };
+        for (field, list) in [("routes", &p.routes), ("except_routes", &p.except_routes)] {
+            for r in list {
+                if !routes.contains(&r.as_str()) {
+                    self.err(
+                        &Location::UNKNOWN,
+                        format!("{at}.{field}"),
+                        format!("no route with path {r:?}"),
+                    );
+                }
+            }
+        }
+        for path in &p.paths {
+            if !path.starts_with('/') {
+                self.err(
+                    &Location::UNKNOWN,
+                    format!("{at}.paths"),
+                    format!("{path:?} must start with /"),
+                );
+            }
+        }
+        if !p.paths.is_empty() && (!p.tools.is_empty() || key.contains(&RateKeyPart::Tool)) {
+            self.err(
+                &Location::UNKNOWN,
+                format!("{at}.paths"),
+                "paths are not MCP routes: tools and the tool key do not apply",
+            );
+        }
+        for t in &p.tools {
+            if let Err(e) = globset::Glob::new(t) {
+                self.err(
+                    &Location::UNKNOWN,
+                    format!("{at}.tools"),
+                    format!("{t:?}: {e}"),
+                );
+            }
+        }
+        Some(RatePolicyConfig {
+            name: name.to_string(),
+            key,
+            kind: kind?,
+            backend,
+            on_redis_error,
+            routes: p.routes.clone(),
+            except_routes: p.except_routes.clone(),
+            paths: p.paths.clone(),
+            tools: p.tools.clone(),
+            roles: p.roles.clone(),
+            exempt_roles: p.exempt_roles.clone(),
         })
     }
 
@@ -585,4 +814,83 @@ impl Validator<'_> {
             idle_timeout: p.idle_timeout.0,
         })
     }
+}
+
+/// `100/min`, `10/s`, `5000/h`, `2/day`, `50/10s` → (count, period).
+pub fn parse_rate(text: &str) -> Result<(u64, Duration), String> {
+    let bad = || format!("expected a rate such as 100/min, 10/s or 50/10s, got {text:?}");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: u64 = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err("the count must be at least 1".into());
+    }
+    let per = per.trim();
+    let period = match per {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => humantime::parse_duration(other).map_err(|_| bad())?,
+    };
+    if period < Duration::from_millis(1) || period > Duration::from_secs(31 * 86_400) {
+        return Err("the period must be between 1ms and 31 days".into());
+    }
+    Ok((count, period))
+}
+
+/// What protects a fresh install: login and registration attempts per client address, a
+/// request rate per user (admins exempt) and open requests/streams per user.
+fn default_rate_policies(shared: RateBackend) -> Vec<RatePolicyConfig> {
+    let base = |name: &str, key: Vec<RateKeyPart>, kind: RateKind| RatePolicyConfig {
+        name: name.to_string(),
+        key,
+        kind,
+        backend: shared,
+        on_redis_error: OnRedisError::Local,
+        routes: Vec::new(),
+        except_routes: Vec::new(),
+        paths: Vec::new(),
+        tools: Vec::new(),
+        roles: Vec::new(),
+        exempt_roles: vec!["admin".to_string()],
+    };
+    let mut login = base(
+        "login",
+        vec![RateKeyPart::Ip],
+        RateKind::Rate {
+            limit: 20,
+            period: Duration::from_secs(60),
+            burst: 20,
+        },
+    );
+    login.exempt_roles.clear();
+    login.paths = [
+        "/auth/login",
+        "/auth/register",
+        "/auth/refresh",
+        "/oauth/register",
+        "/oauth/token",
+        "/oauth/authorize",
+    ]
+    .map(String::from)
+    .to_vec();
+    let user = base(
+        "user",
+        vec![RateKeyPart::User],
+        RateKind::Rate {
+            limit: 1200,
+            period: Duration::from_secs(60),
+            burst: 200,
+        },
+    );
+    let mut inflight = base(
+        "user-inflight",
+        vec![RateKeyPart::User],
+        RateKind::Concurrency {
+            max: 64,
+            lease: Duration::from_secs(600),
+        },
+    );
+    inflight.backend = RateBackend::Local;
+    vec![login, user, inflight]
 }

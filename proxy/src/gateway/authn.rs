@@ -88,6 +88,7 @@ pub async fn authenticate(
             .await
             .map_err(unauthenticated)?,
         Presented::ApiKey(key) => {
+            ctx.api_key_id = Some(api_key_id(&key));
             let handle = match (rules.api_keys, shared.identity.load_full()) {
                 (true, Some(h)) => h,
                 _ => {
@@ -141,4 +142,11 @@ pub async fn authenticate(
     }
     ctx.identity = Some(identity);
     Ok(())
+}
+
+/// A stable, non-secret id for an API key: the first 16 hex digits of its SHA-256.
+fn api_key_id(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }

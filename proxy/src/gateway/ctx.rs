@@ -52,6 +52,10 @@ pub struct Ctx {
     pub credential: Option<String>,
     /// Set when a `tools/list` answer must lose the tools this caller may not call.
     pub list_filter: Option<ListFilter>,
+    /// Short id of the API key the caller presented (a prefix of its SHA-256).
+    pub api_key_id: Option<String>,
+    /// Rate-limit state: headers to send, concurrency slots held until the request ends.
+    pub rate: crate::ratelimit::Admission,
 }
 
 impl Ctx {
@@ -65,6 +69,8 @@ impl Ctx {
             identity: None,
             credential: None,
             list_filter: None,
+            api_key_id: None,
+            rate: crate::ratelimit::Admission::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 mod authn;
 mod body;
 pub mod ctx;
+mod limits;
 mod listfilter;
 mod respond;
 mod steps;
@@ -52,10 +53,15 @@ impl ProxyHttp for Gateway {
         self.shared.inflight.fetch_add(1, Ordering::AcqRel);
         ctx.counted = true;
         let admitted = match steps::admit(&self.shared, session, ctx) {
-            Ok(steps::Admitted::Mcp) => authn::authenticate(&self.shared, session, ctx)
-                .await
-                .and_then(|()| steps::resume_session(session, ctx)),
-            Ok(steps::Admitted::Internal) => Ok(()),
+            Ok(steps::Admitted::Mcp) => {
+                match authn::authenticate(&self.shared, session, ctx).await {
+                    Ok(()) => limits::check_route(&self.shared, session, ctx)
+                        .await
+                        .and_then(|()| steps::resume_session(session, ctx)),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(steps::Admitted::Internal) => limits::check_path(&self.shared, session, ctx).await,
             Ok(steps::Admitted::Answer(json)) => {
                 respond::write_json(session, 200, json).await?;
                 return Ok(true);
@@ -105,7 +111,13 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map(|rt| rt.config.limits.max_body_bytes)
             .unwrap_or(0);
-        body::on_chunk(session, ctx, body, end_of_stream, limit).map_err(|e| refuse(ctx, e))
+        body::on_chunk(session, ctx, body, end_of_stream, limit).map_err(|e| refuse(ctx, e))?;
+        if end_of_stream {
+            limits::check_tools(&self.shared, session, ctx)
+                .await
+                .map_err(|e| refuse(ctx, e))?;
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -123,7 +135,8 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        steps::rewrite_response(resp, ctx)
+        steps::rewrite_response(resp, ctx)?;
+        limits::add_headers(resp, ctx)
     }
 
     fn response_body_filter(

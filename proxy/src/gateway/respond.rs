@@ -26,7 +26,7 @@ pub async fn write_error(
     resource_metadata: Option<&str>,
 ) -> Result<()> {
     let body: Bytes = err.jsonrpc_error_body(id);
-    let mut h = ResponseHeader::build(err.http_status(), Some(5))?;
+    let mut h = ResponseHeader::build(err.http_status(), Some(8))?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
@@ -43,6 +43,11 @@ pub async fn write_error(
                 ));
             }
             h.insert_header("www-authenticate", v)?
+        }
+        GatewayError::RateLimited(l) => {
+            for (name, value) in l.headers() {
+                h.insert_header(name, value)?;
+            }
         }
         GatewayError::Forbidden(_) => h.insert_header(
             "www-authenticate",

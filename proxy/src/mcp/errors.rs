@@ -37,6 +37,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the worker failed while answering")]
     UpstreamFailed,
+    #[error("{}", .0.message())]
+    RateLimited(Box<crate::ratelimit::Limited>),
     #[error("internal gateway error")]
     Internal,
 }
@@ -58,6 +60,7 @@ impl GatewayError {
             GatewayError::NoHealthyWorker { .. } => 503,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
+            GatewayError::RateLimited(_) => 429,
             GatewayError::Internal => 500,
         }
     }
@@ -83,6 +86,7 @@ impl GatewayError {
             | GatewayError::UpstreamUnavailable
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamFailed => -32002,
+            GatewayError::RateLimited(_) => -32029,
             GatewayError::Internal => -32603,
         }
     }
@@ -106,6 +110,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
+            GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Internal => "internal",
         }
     }

@@ -1,0 +1,129 @@
+//! The rate-limit steps: the identity service's paths by client address, MCP routes once
+//! the caller is known, and each `tools/call` once the body is parsed.
+
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::Ctx;
+use crate::mcp::errors::GatewayError;
+use crate::ratelimit::{quota_headers, Limited, Subject};
+use crate::runtime::Shared;
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn refused(l: Limited) -> GatewayError {
+    GatewayError::RateLimited(Box::new(l))
+}
+
+/// `/auth/login` and the other paths policies name (anonymous: counted by address).
+pub async fn check_path(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
+    let limiter = shared.ratelimit.load_full();
+    if limiter.is_empty() {
+        return Ok(());
+    }
+    let subject = Subject {
+        ip: client_ip(session),
+        path: session.req_header().uri.path(),
+        ..Subject::default()
+    };
+    let mut adm = std::mem::take(&mut ctx.rate);
+    let out = limiter.check_path(&subject, &mut adm).await;
+    ctx.rate = adm;
+    out.map_err(refused)
+}
+
+/// An MCP route, after authentication.
+pub async fn check_route(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
+    let limiter = shared.ratelimit.load_full();
+    if limiter.is_empty() {
+        return Ok(());
+    }
+    let user = ctx.identity.as_ref().map(|i| i.user_key());
+    let route = ctx.routing.route.clone();
+    let subject = Subject {
+        user: user.as_deref(),
+        api_key: ctx.api_key_id.as_deref(),
+        ip: client_ip(session),
+        route: route.as_ref().map(|r| r.path.as_str()),
+        path: session.req_header().uri.path(),
+        roles: ctx
+            .identity
+            .as_ref()
+            .map(|i| i.roles.as_slice())
+            .unwrap_or(&[]),
+        tool: None,
+    };
+    let mut adm = std::mem::take(&mut ctx.rate);
+    let out = limiter.check_route(&subject, &mut adm).await;
+    ctx.rate = adm;
+    out.map_err(refused)
+}
+
+/// Every `tools/call` in the parsed body (a batch counts each call).
+pub async fn check_tools(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
+    let limiter = shared.ratelimit.load_full();
+    if !limiter.has_tool_policies() {
+        return Ok(());
+    }
+    let Some(parsed) = ctx.body.parsed.as_ref() else {
+        return Ok(());
+    };
+    let tools: Vec<String> = parsed
+        .messages
+        .iter()
+        .filter_map(|m| m.tool.clone())
+        .collect();
+    if tools.is_empty() {
+        return Ok(());
+    }
+    let user = ctx.identity.as_ref().map(|i| i.user_key());
+    let route = ctx.routing.route.clone();
+    let identity = ctx.identity.clone();
+    let mut adm = std::mem::take(&mut ctx.rate);
+    let mut out = Ok(());
+    for tool in &tools {
+        let subject = Subject {
+            user: user.as_deref(),
+            api_key: ctx.api_key_id.as_deref(),
+            ip: client_ip(session),
+            route: route.as_ref().map(|r| r.path.as_str()),
+            path: session.req_header().uri.path(),
+            roles: identity.as_ref().map(|i| i.roles.as_slice()).unwrap_or(&[]),
+            tool: Some(tool),
+        };
+        out = limiter.check_tool(&subject, &mut adm).await;
+        if out.is_err() {
+            break;
+        }
+    }
+    ctx.rate = adm;
+    out.map_err(refused)
+}
+
+/// `RateLimit-Policy` / `RateLimit` on answers that were let through.
+pub fn add_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(q) = &ctx.rate.tightest {
+        for (name, value) in quota_headers(q) {
+            resp.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
