@@ -894,3 +894,60 @@ fn default_rate_policies(shared: RateBackend) -> Vec<RatePolicyConfig> {
     inflight.backend = RateBackend::Local;
     vec![login, user, inflight]
 }
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+
+    #[test]
+    fn rates_parse_with_units_and_durations() {
+        assert_eq!(parse_rate("100/min"), Ok((100, Duration::from_secs(60))));
+        assert_eq!(parse_rate("10/s"), Ok((10, Duration::from_secs(1))));
+        assert_eq!(parse_rate("50/10s"), Ok((50, Duration::from_secs(10))));
+        assert_eq!(parse_rate(" 5 / h "), Ok((5, Duration::from_secs(3600))));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("10/fortnight").is_err());
+    }
+
+    #[test]
+    fn defaults_protect_a_fresh_install() {
+        let cfg = parse_and_validate(BASE, "t.yaml").unwrap();
+        let names: Vec<&str> = cfg
+            .rate_limits
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["login", "user", "user-inflight"]);
+        let login = &cfg.rate_limits.policies[0];
+        assert!(login.paths.iter().any(|p| p == "/auth/login"));
+        assert_eq!(login.backend, RateBackend::Local);
+        let off = format!("{BASE}rate_limits:\n  policies:\n    user: {{ enabled: false }}\n");
+        let cfg = parse_and_validate(&off, "t.yaml").unwrap();
+        assert!(cfg.rate_limits.policies.iter().all(|p| p.name != "user"));
+    }
+
+    #[test]
+    fn bad_policies_are_reported_with_their_lines() {
+        let text = format!(
+            "{BASE}rate_limits:\n  policies:\n    a: {{ key: [user, shoe], rate: 10/min }}\n    b: {{ key: [ip], rate: lots }}\n    c: {{ key: [ip], rate: 1/s, concurrency: 2 }}\n    d: {{ key: [ip], rate: 1/s, backend: redis }}\n    e: {{ key: [ip], rate: 1/s, routes: [/nope] }}\n    f: {{ key: [ip], rate: 1/s, speed: 3 }}\n"
+        );
+        let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+        for expected in [
+            "t.yaml:10:", // the unknown key part, on its line
+            "unknown key part \"shoe\"",
+            "t.yaml:11:",
+            "expected a rate such as 100/min",
+            "give either rate or concurrency",
+            "redis backend needs the redis section",
+            "no route with path \"/nope\"",
+            "rate_limits.policies.f.speed",
+        ] {
+            assert!(errs.contains(expected), "missing {expected:?} in:\n{errs}");
+        }
+    }
+}
