@@ -10,6 +10,7 @@ pub mod identity_link;
 pub mod mcp;
 pub mod policy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;

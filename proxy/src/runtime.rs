@@ -34,9 +34,9 @@ pub struct Runtime {
     pub config: Arc<GatewayConfig>,
     pub routes: HashMap<String, Arc<Route>>,
     pub pools: HashMap<String, Arc<Pool>>,
-    pub sealer: SessionSealer,
+    pub sealer: Arc<SessionSealer>,
     pub origins: Vec<OriginRule>,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
 }
 
 /// Shared by the proxy phases, the admin listener and the control plane.
@@ -51,6 +51,10 @@ pub struct Shared {
     pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
     /// Rate and concurrency limits (built from the configuration's `rate_limits`).
     pub ratelimit: ArcSwap<crate::ratelimit::RateLimiter>,
+    /// What `/admin/config` shows: version, text in force, last reload error.
+    pub reload_status: Arc<std::sync::Mutex<crate::reload::ReloadStatus>>,
+    /// Requests to the control plane (reloads), once it runs.
+    pub control: std::sync::OnceLock<crate::reload::ControlSender>,
     /// The shared rate-limit backend, when Redis is configured.
     pub ratelimit_redis: Option<Arc<crate::ratelimit::redis::RedisLimits>>,
 }
@@ -73,23 +77,34 @@ pub enum BuildError {
 
 impl Runtime {
     pub fn build(config: GatewayConfig) -> Result<Runtime, BuildError> {
-        let key = match std::env::var(&config.session_key_env) {
-            Ok(text) => parse_key(&text).map_err(|e| BuildError::SessionKey {
-                var: config.session_key_env.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(_) => {
-                tracing::warn!(
-                    var = %config.session_key_env,
-                    "no session key set: using a random one, so sessions end when this process \
-                     does and are not shared with other replicas"
-                );
-                SessionSealer::random_key()
-            }
+        Runtime::build_reusing(config, None)
+    }
+
+    /// Build the runtime of a reloaded configuration. What did not change is shared with
+    /// `old`, so it keeps its state: pools (their workers, health, sessions), the session
+    /// sealer (a random key would otherwise change) and the token verifier (keys, cache).
+    pub fn rebuild(config: GatewayConfig, old: &Runtime) -> Result<Runtime, BuildError> {
+        Runtime::build_reusing(config, Some(old))
+    }
+
+    fn build_reusing(config: GatewayConfig, old: Option<&Runtime>) -> Result<Runtime, BuildError> {
+        let same_session = old.is_some_and(|o| {
+            o.config.session_key_env == config.session_key_env
+                && o.config.session_ttl == config.session_ttl
+        });
+        let sealer = match old {
+            Some(o) if same_session => o.sealer.clone(),
+            _ => Arc::new(build_sealer(&config)?),
         };
-        let sealer = SessionSealer::new(&key, config.session_ttl.as_secs());
         let mut pools = HashMap::new();
         for pc in &config.pools {
+            if let Some(kept) = old
+                .and_then(|o| o.pools.get(&pc.name))
+                .filter(|p| p.config == *pc)
+            {
+                pools.insert(pc.name.clone(), kept.clone());
+                continue;
+            }
             let workers = match &pc.source {
                 PoolSource::Remote(addrs) => addrs
                     .iter()
@@ -132,7 +147,31 @@ impl Runtime {
                 );
             }
         }
-        let verifier = build_verifier(&config.auth, config.identity.as_ref())?;
+        let same_auth = old
+            .is_some_and(|o| o.config.auth == config.auth && o.config.identity == config.identity);
+        let verifier = match old {
+            Some(o) if same_auth => o.verifier.clone(),
+            _ => {
+                let v = build_verifier(&config.auth, config.identity.as_ref())?;
+                if let (Some(o), Some(id)) = (old, &config.identity) {
+                    // The gateway's own keys arrive from the identity service once a minute:
+                    // carry the current ones over so its tokens keep working meanwhile.
+                    if let Some(issuer) = o.verifier.issuers().iter().find(|i| i.iss == id.issuer) {
+                        let keys = issuer.keys.load();
+                        v.set_keys(
+                            &id.issuer,
+                            keys.iter()
+                                .map(|k| IssuerKey {
+                                    kid: k.kid.clone(),
+                                    key: k.key.clone(),
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Arc::new(v)
+            }
+        };
         Ok(Runtime {
             verifier,
             origins: config.origins.clone(),
@@ -142,6 +181,24 @@ impl Runtime {
             sealer,
         })
     }
+}
+
+fn build_sealer(config: &GatewayConfig) -> Result<SessionSealer, BuildError> {
+    let key = match std::env::var(&config.session_key_env) {
+        Ok(text) => parse_key(&text).map_err(|e| BuildError::SessionKey {
+            var: config.session_key_env.clone(),
+            reason: e.to_string(),
+        })?,
+        Err(_) => {
+            tracing::warn!(
+                var = %config.session_key_env,
+                "no session key set: using a random one, so sessions end when this process \
+                 does and are not shared with other replicas"
+            );
+            SessionSealer::random_key()
+        }
+    };
+    Ok(SessionSealer::new(&key, config.session_ttl.as_secs()))
 }
 
 fn issuer_keys(ic: &IssuerConfig) -> Result<Vec<IssuerKey>, BuildError> {

@@ -93,8 +93,13 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         None => None,
     };
     let ratelimit = RateLimiter::new(&config.rate_limits, ratelimit_redis.clone(), &metrics);
+    let reload_status = Arc::new(std::sync::Mutex::new(crate::reload::initial_status(
+        &config,
+    )));
     let runtime = Runtime::build(config)?;
     let shared = Arc::new(Shared {
+        reload_status,
+        control: std::sync::OnceLock::new(),
         runtime: ArcSwap::from_pointee(runtime),
         ratelimit: ArcSwap::from_pointee(ratelimit),
         ratelimit_redis,

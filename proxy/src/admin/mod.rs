@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness and Prometheus metrics.
 
+pub mod auth;
 pub mod metrics;
 
 use std::sync::atomic::Ordering;
@@ -18,7 +19,82 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/admin/config", get(config_in_force))
+        .route("/admin/reload", axum::routing::post(reload_now))
         .with_state(shared)
+}
+
+fn json_answer(status: StatusCode, v: serde_json::Value) -> axum::response::Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// The configuration in force: version, source, text, last reload error.
+async fn config_in_force(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Err((status, why)) = auth::check(&shared, &headers).await {
+        return json_answer(status, serde_json::json!({ "error": why }));
+    }
+    let st = shared
+        .reload_status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    json_answer(
+        StatusCode::OK,
+        serde_json::to_value(&st).unwrap_or_default(),
+    )
+}
+
+/// Reload the configuration file now; 200 with the new version, or 400 with every error
+/// (the previous configuration stays in force).
+async fn reload_now(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Err((status, why)) = auth::check(&shared, &headers).await {
+        return json_answer(status, serde_json::json!({ "error": why }));
+    }
+    let Some(tx) = shared.control.get() else {
+        return json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": "the control plane is not running yet" }),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let msg = crate::reload::ControlMsg::Reload {
+        trigger: "admin_api",
+        reply: Some(reply),
+    };
+    if tx.send(msg).await.is_err() {
+        return json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": "the control plane has stopped" }),
+        );
+    }
+    match answer.await {
+        Ok(Ok(version)) => json_answer(
+            StatusCode::OK,
+            serde_json::json!({ "reloaded": true, "version": version }),
+        ),
+        Ok(Err(errors)) => json_answer(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "reloaded": false,
+                "errors": errors.lines().collect::<Vec<_>>(),
+            }),
+        ),
+        Err(_) => json_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": "the reload was abandoned" }),
+        ),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

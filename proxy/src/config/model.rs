@@ -7,7 +7,7 @@ use std::time::Duration;
 pub use super::file::{BalanceFile as Balance, HealthKind};
 use crate::mcp::origin::OriginRule;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     /// Where the configuration came from (file path or `<embedded ...>`).
     pub source: String,
@@ -29,13 +29,13 @@ pub struct GatewayConfig {
     pub pools: Vec<PoolConfig>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthConfig {
     pub issuers: Vec<IssuerConfig>,
     pub token_cache_entries: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     pub name: String,
     pub issuer: String,
@@ -88,14 +88,14 @@ pub struct CredentialRule {
     pub format: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub client_read_timeout: Duration,
     pub client_write_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub path: String,
     pub pool: String,
@@ -114,7 +114,7 @@ pub struct ToolRuleConfig {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub source: PoolSource,
@@ -125,13 +125,13 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PoolSource {
     Spawn(SpawnConfig),
     Remote(Vec<SocketAddr>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpawnConfig {
     pub command: Vec<String>,
     pub count: usize,
@@ -140,7 +140,7 @@ pub struct SpawnConfig {
     pub stop_grace: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     pub kind: HealthKind,
     pub path: String,
@@ -150,7 +150,7 @@ pub struct HealthConfig {
 }
 
 /// Rate and concurrency limits, defaults included.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitConfig {
     pub redis_timeout: Duration,
     pub replicas: u64,
@@ -195,7 +195,7 @@ pub enum OnRedisError {
     Local,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RatePolicyConfig {
     pub name: String,
     pub key: Vec<RateKeyPart>,
