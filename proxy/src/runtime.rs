@@ -128,7 +128,8 @@ impl Runtime {
                 );
             }
         }
-        let verifier = build_verifier(&config.auth, config.identity.as_ref())?;
+        let resources = crate::identity_link::oauth_resources(&config);
+        let verifier = build_verifier(&config.auth, config.identity.as_ref(), &resources)?;
         Ok(Runtime {
             verifier,
             origins: config.origins.clone(),
@@ -201,14 +202,19 @@ pub const GATEWAY_ISSUER: &str = "gateway";
 fn build_verifier(
     auth: &AuthConfig,
     identity: Option<&IdentityConfig>,
+    resources: &[String],
 ) -> Result<Verifier, BuildError> {
     let mut issuers = Vec::new();
     if let Some(id) = identity {
+        // The general audience (login, API) and each route's resource (OAuth clients; the
+        // route's own resource is then required, see gateway/authn.rs).
+        let mut audiences = vec![id.audience.clone()];
+        audiences.extend(resources.iter().cloned());
         // Keys arrive from the identity service once it has started, and on each rotation.
         issuers.push(Issuer::new(
             GATEWAY_ISSUER.to_string(),
             id.issuer.clone(),
-            std::slice::from_ref(&id.audience),
+            &audiences,
             vec![jsonwebtoken::Algorithm::ES256],
             Vec::new(),
             "roles".to_string(),
