@@ -176,7 +176,7 @@ async fn post_login(
         .header("cookie", format!("mcp_oauth_csrf={cookie}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form_body(
-            form.iter().map(|(k, v)| (k.as_ref(), v.as_str())),
+            form.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ))
         .send()
         .await
@@ -184,7 +184,7 @@ async fn post_login(
 }
 
 async fn post_consent(gw: &Gateway, page: &str, cookie: &str, decision: &str) -> reqwest::Response {
-    let form = vec![
+    let form = [
         ("ticket", hidden(page, "ticket").unwrap_or_default()),
         ("csrf", hidden(page, "csrf").unwrap_or_default()),
         ("decision", decision.to_string()),
@@ -193,9 +193,7 @@ async fn post_consent(gw: &Gateway, page: &str, cookie: &str, decision: &str) ->
         .post(format!("{}/oauth/consent", base(gw)))
         .header("cookie", format!("mcp_oauth_csrf={cookie}"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(
-            form.iter().map(|(k, v)| (k.as_ref(), v.as_str())),
-        ))
+        .body(form_body(form.iter().map(|(k, v)| (*k, v.as_str()))))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -496,7 +494,7 @@ async fn authorization_request_checks() {
             "{params:?}"
         );
         assert_eq!(q.get("state").map(String::as_str), Some("st-123"));
-        assert!(q.get("code").is_none());
+        assert!(!q.contains_key("code"));
     }
 }
 
