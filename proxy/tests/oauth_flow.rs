@@ -753,7 +753,14 @@ async fn login_consent_token_and_every_refusal() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let user = bearer(&login_token(&gw, "olivia@example.test").await);
+    let login = login_token(&gw, "olivia@example.test").await;
+    // A token of the auth API (general audience) still works on every route.
+    assert_eq!(initialize_status(&gw.url(), &login).await, 200);
+    assert_eq!(
+        initialize_status(&format!("{}/other", base(&gw)), &login).await,
+        200
+    );
+    let user = bearer(&login);
     let list: Value = user
         .get(format!("{}/auth/consents", base(&gw)))
         .send()

@@ -1183,7 +1183,17 @@ async fn check_password(
         .map_or_else(|| svc.dummy_hash.clone(), |u| u.password_hash.clone());
     let ok = crypto::verify_password_blocking(password, phc).await?;
     match user {
-        Some(u) if ok && !u.disabled => Ok(Some(u)),
+        Some(u) if ok && !u.disabled => {
+            svc.audit(
+                "login_ok",
+                Some(&u.id),
+                Some(&u.email),
+                ip,
+                json!({ "via": "oauth" }),
+            )
+            .await;
+            Ok(Some(u))
+        }
         other => {
             let reason = match &other {
                 None => "unknown_email",
