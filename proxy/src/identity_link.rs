@@ -58,6 +58,7 @@ impl IdentityProvider for Provider {
             scopes: k.scopes,
             expires_at: 0,
             issued_at: 0,
+            audiences: Vec::new(),
         }))
     }
 
@@ -108,6 +109,21 @@ fn publish_keys(shared: &Shared, svc: &IdentityService) {
     shared.runtime.load().verifier.set_keys(svc.issuer(), keys);
 }
 
+/// The RFC 8707 resources the gateway's authorization server binds tokens to: the identity
+/// issuer (`public_url`) followed by the path of every route that authenticates, as the
+/// protected-resource metadata announces them.
+pub fn oauth_resources(config: &crate::config::GatewayConfig) -> Vec<String> {
+    let Some(id) = &config.identity else {
+        return Vec::new();
+    };
+    config
+        .routes
+        .iter()
+        .filter(|r| r.auth.is_some())
+        .map(|r| format!("{}{}", id.issuer, r.path))
+        .collect()
+}
+
 /// Connect the database, start the service and its internal HTTP listener, publish its keys,
 /// and keep the keys fresh (rotation) for as long as the process lives.
 pub async fn start(
@@ -145,6 +161,11 @@ pub async fn start(
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
+    let weak_shared = Arc::downgrade(&shared);
+    svc.set_oauth_resources(Arc::new(move || match weak_shared.upgrade() {
+        Some(shared) => oauth_resources(&shared.runtime.load().config),
+        None => Vec::new(),
+    }));
     if let Some(r) = redis {
         let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
         svc.attach_bus(bus.clone());

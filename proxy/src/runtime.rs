@@ -147,12 +147,17 @@ impl Runtime {
                 );
             }
         }
-        let same_auth = old
-            .is_some_and(|o| o.config.auth == config.auth && o.config.identity == config.identity);
+        // Route resources are accepted audiences of the gateway's own (OAuth) tokens.
+        let resources = crate::identity_link::oauth_resources(&config);
+        let same_auth = old.is_some_and(|o| {
+            o.config.auth == config.auth
+                && o.config.identity == config.identity
+                && crate::identity_link::oauth_resources(&o.config) == resources
+        });
         let verifier = match old {
             Some(o) if same_auth => o.verifier.clone(),
             _ => {
-                let v = build_verifier(&config.auth, config.identity.as_ref())?;
+                let v = build_verifier(&config.auth, config.identity.as_ref(), &resources)?;
                 if let (Some(o), Some(id)) = (old, &config.identity) {
                     // The gateway's own keys arrive from the identity service once a minute:
                     // carry the current ones over so its tokens keep working meanwhile.
@@ -262,14 +267,19 @@ pub const GATEWAY_ISSUER: &str = "gateway";
 fn build_verifier(
     auth: &AuthConfig,
     identity: Option<&IdentityConfig>,
+    resources: &[String],
 ) -> Result<Verifier, BuildError> {
     let mut issuers = Vec::new();
     if let Some(id) = identity {
+        // The general audience (login, API) and each route's resource (OAuth clients; the
+        // route's own resource is then required, see gateway/authn.rs).
+        let mut audiences = vec![id.audience.clone()];
+        audiences.extend(resources.iter().cloned());
         // Keys arrive from the identity service once it has started, and on each rotation.
         issuers.push(Issuer::new(
             GATEWAY_ISSUER.to_string(),
             id.issuer.clone(),
-            std::slice::from_ref(&id.audience),
+            &audiences,
             vec![jsonwebtoken::Algorithm::ES256],
             Vec::new(),
             "roles".to_string(),

@@ -11,6 +11,7 @@ pub mod cli;
 mod crypto;
 mod http;
 mod keys;
+pub mod oauth;
 pub mod revocation;
 
 use std::sync::{Arc, Weak};
@@ -191,6 +192,8 @@ pub struct IdentityService {
     /// A hash of a random password, verified against for unknown emails so that a login
     /// with an unknown email costs what a login with a wrong password costs.
     dummy_hash: String,
+    /// The OAuth authorization server's state (resources, fetched client documents).
+    oauth: oauth::OAuthState,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -249,6 +252,7 @@ impl IdentityService {
             cutoffs: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             bus: std::sync::OnceLock::new(),
             dummy_hash,
+            oauth: oauth::OAuthState::default(),
         });
         service.maintain_keys().await?;
         // Cutoffs that still matter: tokens issued before them may not have expired yet.
