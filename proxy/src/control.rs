@@ -21,7 +21,7 @@ impl ControlPlane {
     /// started first, and a failure there is returned: the gateway does not start half-way.
     pub fn start(
         shared: Arc<Shared>,
-        admin: std::net::TcpListener,
+        admin: crate::admin::AdminListener,
     ) -> Result<ControlPlane, String> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -48,7 +48,7 @@ impl ControlPlane {
                     } else {
                         let _ = init_tx.send(Ok(()));
                     }
-                    tokio::spawn(crate::admin::serve(admin, shared.clone()));
+                    tokio::spawn(crate::admin::serve_admin(admin, shared.clone()));
                     if let Some(r) = &shared.ratelimit_redis {
                         tokio::spawn(r.clone().maintain());
                     }

@@ -21,6 +21,10 @@ enum Command {
         /// Configuration file.
         #[arg(long, short, env = "MCP_PROXY_CONFIG")]
         config: Option<PathBuf>,
+        /// Take the listening socket over from a running gateway (zero-downtime upgrade):
+        /// start with this flag, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Check a configuration file and list every problem found.
     Validate {
@@ -173,7 +177,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            upgrade,
+        } => {
             init_logging();
             let cfg = match config::load(path.as_deref()) {
                 Ok(c) => c,
@@ -183,7 +190,7 @@ fn main() -> ExitCode {
                 }
             };
             tracing::info!(config = %cfg.source, "configuration loaded");
-            match mcp_proxy::server::run(cfg) {
+            match mcp_proxy::server::run(cfg, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mcp-proxy: {e}");

@@ -285,7 +285,8 @@ fn keep_restart_only(new: &mut GatewayConfig, old: &GatewayConfig) -> Vec<String
         identity,
         public_url,
         session_key_env,
-        shutdown_grace
+        shutdown_grace,
+        upgrade_sock
     );
     if new.rate_limits.redis_timeout != old.rate_limits.redis_timeout {
         pending.push("rate_limits.redis_timeout".into());

@@ -43,11 +43,16 @@ impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
+        let quit = signal(SignalKind::quit());
+        match (term, int, quit) {
+            (Ok(mut term), Ok(mut int), Ok(mut quit)) => {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
+                    _ = quit.recv() => {
+                        tracing::info!("SIGQUIT: handing the listener to the new process, then draining");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
                 }
             }
             _ => {
@@ -61,23 +66,35 @@ impl ShutdownSignalWatch for Signals {
 }
 
 /// Run the gateway until a shutdown signal; never returns.
-pub fn run(config: GatewayConfig) -> Result<(), StartError> {
+///
+/// With `upgrade`, the process takes the listening socket over from a running one (Pingora's
+/// graceful upgrade: start this, then send SIGQUIT to the old process, which hands its
+/// listener over through `upgrade_sock`, drains and exits).
+pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
     crate::auth::jwks::install_crypto_provider();
     let grace = config.shutdown_grace;
     let listen = config.listen;
     let threads = config.threads;
     let admin_addr = config.admin;
-    // Bind the MCP address once to fail early with a clear message when it is taken.
-    drop(
-        std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?,
-    );
-    let admin = std::net::TcpListener::bind(admin_addr).map_err(|source| StartError::Bind {
-        addr: admin_addr,
-        source,
-    })?;
+    let upgrade_sock = config.upgrade_sock.clone();
+    let admin = if upgrade {
+        // The old process still holds both ports.
+        crate::admin::AdminListener::WhenFree(admin_addr)
+    } else {
+        // Bind the MCP address once to fail early with a clear message when it is taken.
+        drop(
+            std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?,
+        );
+        crate::admin::AdminListener::Bound(std::net::TcpListener::bind(admin_addr).map_err(
+            |source| StartError::Bind {
+                addr: admin_addr,
+                source,
+            },
+        )?)
+    };
     let metrics = Arc::new(Metrics::new()?);
     let ratelimit_redis = match &config.redis {
         Some(r) => Some(Arc::new(
@@ -115,9 +132,14 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         // Fallback only: the drain thread below exits as soon as requests are done.
         grace_period_seconds: Some(grace.as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock,
         ..Default::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -151,3 +151,38 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         tracing::error!(error = %e, "admin listener failed");
     }
 }
+
+/// Where the admin listener comes from: bound at start (a taken port fails the start), or,
+/// for a process taking over from an old one (graceful upgrade), bound once the old process
+/// has let the port go.
+pub enum AdminListener {
+    Bound(std::net::TcpListener),
+    WhenFree(std::net::SocketAddr),
+}
+
+pub async fn serve_admin(admin: AdminListener, shared: Arc<Shared>) {
+    match admin {
+        AdminListener::Bound(l) => serve(l, shared).await,
+        AdminListener::WhenFree(addr) => {
+            let mut waited = 0u32;
+            loop {
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => {
+                        tracing::info!(%addr, "admin listener bound");
+                        if let Err(e) = axum::serve(l, router(shared)).await {
+                            tracing::error!(error = %e, "admin listener failed");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        if waited % 50 == 0 {
+                            tracing::info!(%addr, error = %e, "admin port still taken (the old process is draining); retrying");
+                        }
+                        waited += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
+}

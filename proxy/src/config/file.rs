@@ -25,6 +25,10 @@ pub struct FileConfig {
     pub allowed_origins: Vec<Spanned<String>>,
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Unix socket the listener is handed over through in a graceful upgrade (default
+    /// `/tmp/mcp-gateway-<listen port>.upgrade.sock`).
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
     #[serde(default)]
     pub auth: AuthFile,
     /// The URL clients use to reach this gateway (`https://mcp.example.com`); the base of

@@ -19,6 +19,7 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub origins: Vec<OriginRule>,
     pub shutdown_grace: Duration,
+    pub upgrade_sock: String,
     pub auth: AuthConfig,
     pub public_url: Option<String>,
     pub database: Option<DatabaseConfig>,

@@ -393,6 +393,12 @@ impl Validator<'_> {
             },
             origins,
             shutdown_grace: f.shutdown_grace.0,
+            upgrade_sock: f.upgrade_sock.clone().unwrap_or_else(|| {
+                format!(
+                    "/tmp/mcp-gateway-{}.upgrade.sock",
+                    listen.map(|l| l.port()).unwrap_or(0)
+                )
+            }),
             routes,
             pools,
         })
