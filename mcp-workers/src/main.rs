@@ -25,7 +25,7 @@ enum Command {
     Tools(ServeArgs),
     /// Bridge to stdio MCP servers: serve Streamable HTTP, start the command
     /// given after `--` and relay JSON-RPC over its stdin/stdout.
-    Stdio(StdioArgs),
+    Stdio(Box<StdioArgs>),
 }
 
 /// Child isolation of the stdio bridge.
@@ -111,7 +111,11 @@ impl StdioArgs {
         let worker_id = self
             .id
             .clone()
-            .or_else(|| std::env::var("MCP_WORKER_ID").ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var("MCP_WORKER_ID")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| format!("worker-{}", std::process::id()));
         let mut env: Vec<(String, String)> = BASE_ENV
             .iter()

@@ -401,7 +401,10 @@ async fn answer(
             return resp;
         }
     }
-    plain(StatusCode::BAD_GATEWAY, "the stdio server ended without an answer")
+    plain(
+        StatusCode::BAD_GATEWAY,
+        "the stdio server ended without an answer",
+    )
 }
 
 async fn mcp(
@@ -488,7 +491,13 @@ async fn post(b: Arc<Bridge>, headers: HeaderMap, body: Bytes) -> Reply {
     }
 }
 
-async fn in_session(b: &Bridge, s: &Arc<Session>, mut msg: Value, kind: Kind, sse_ok: bool) -> Reply {
+async fn in_session(
+    b: &Bridge,
+    s: &Arc<Session>,
+    mut msg: Value,
+    kind: Kind,
+    sse_ok: bool,
+) -> Reply {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     match kind {
         Kind::Request => {
@@ -580,8 +589,10 @@ async fn stateless(b: &Arc<Bridge>, mut msg: Value, sse_ok: bool) -> Reply {
     if discover {
         let cached = lock(&b.init_result).clone();
         if let Some(init) = cached {
-            return Json(json!({"jsonrpc": "2.0", "id": client_id, "result": proto::discover_result(&init)}))
-                .into_response();
+            return Json(
+                json!({"jsonrpc": "2.0", "id": client_id, "result": proto::discover_result(&init)}),
+            )
+            .into_response();
         }
     }
     let init = proto::synthetic_initialize(Value::Null, Some(&msg));
@@ -608,8 +619,10 @@ async fn stateless(b: &Arc<Bridge>, mut msg: Value, sse_ok: bool) -> Reply {
         if ephemeral {
             child.stop();
         }
-        return Json(json!({"jsonrpc": "2.0", "id": client_id, "result": proto::discover_result(&init)}))
-            .into_response();
+        return Json(
+            json!({"jsonrpc": "2.0", "id": client_id, "result": proto::discover_result(&init)}),
+        )
+        .into_response();
     }
     proto::strip_protocol_meta(&mut msg);
     let owner = b.next_owner.fetch_add(1, Ordering::Relaxed);
@@ -666,7 +679,8 @@ where
     let bridge = Bridge::new(opts);
     let reaper = {
         let weak = Arc::downgrade(&bridge);
-        let every = (bridge.opts.idle_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        let every = (bridge.opts.idle_timeout / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(30));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

@@ -89,12 +89,11 @@ impl Sink {
         let mut s = lock(&self.inner);
         if let Some(tx) = &s.get {
             match tx.try_send(v) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(pool = %label.pool, worker = %label.worker, session = %label.session,
                         "GET stream does not keep up; closing it");
                     s.get = None;
-                    return;
                 }
                 Err(mpsc::error::TrySendError::Closed(v)) => {
                     s.get = None;
@@ -348,9 +347,11 @@ impl Child {
         let owners = std::mem::take(&mut r.owners);
         drop(r);
         for (_, p) in pending {
-            let _ = p
-                .tx
-                .try_send(proto::error_response(p.client_id, proto::ERR_CHILD_EXITED, why));
+            let _ = p.tx.try_send(proto::error_response(
+                p.client_id,
+                proto::ERR_CHILD_EXITED,
+                why,
+            ));
         }
         for sink in owners.values() {
             sink.close();

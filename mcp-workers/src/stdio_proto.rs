@@ -88,10 +88,7 @@ pub fn notification_progress_token(v: &Value) -> Option<&Value> {
 
 /// Replace `params.progressToken` of a `notifications/progress`.
 pub fn set_notification_progress_token(v: &mut Value, token: Value) {
-    if let Some(t) = v
-        .get_mut("params")
-        .and_then(|p| p.get_mut("progressToken"))
-    {
+    if let Some(t) = v.get_mut("params").and_then(|p| p.get_mut("progressToken")) {
         *t = token;
     }
 }
@@ -171,7 +168,9 @@ pub fn synthetic_initialize(id: Value, request: Option<&Value>) -> Value {
     let client_info = m
         .and_then(|m| m.get(META_CLIENT_INFO))
         .cloned()
-        .unwrap_or_else(|| json!({"name": "mcp-worker-stdio", "version": env!("CARGO_PKG_VERSION")}));
+        .unwrap_or_else(
+            || json!({"name": "mcp-worker-stdio", "version": env!("CARGO_PKG_VERSION")}),
+        );
     json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -219,7 +218,7 @@ pub fn excerpt(line: &[u8], max: usize) -> String {
     let cut = &line[..line.len().min(max)];
     let mut s = String::from_utf8_lossy(cut).into_owned();
     if line.len() > max {
-        s.push_str("…");
+        s.push('…');
     }
     s
 }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProtocolVersion};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProtocolVersion,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
@@ -66,7 +68,11 @@ fn everything_server() -> Option<PathBuf> {
             assert!(status.success(), "npm install {EVERYTHING} failed");
         }
         let index = pkg.join("dist").join("index.js");
-        assert!(index.is_file(), "{} missing after npm install", index.display());
+        assert!(
+            index.is_file(),
+            "{} missing after npm install",
+            index.display()
+        );
         Some(index)
     })
     .clone()
@@ -241,7 +247,9 @@ async fn reference_server_lists_calls_and_streams_progress_in_order() {
     };
     let gw = gateway(Some(&index)).await;
     let (client, rec) = connect(&url(&gw, "everything")).await;
-    let info = client.peer_info().unwrap_or_else(|| panic!("no server info"));
+    let info = client
+        .peer_info()
+        .unwrap_or_else(|| panic!("no server info"));
     let name = info.server_info.as_ref().map(|s| s.name.clone());
     assert!(
         name.as_deref().is_some_and(|n| n.contains("everything")),
@@ -252,11 +260,23 @@ async fn reference_server_lists_calls_and_streams_progress_in_order() {
         .await
         .unwrap_or_else(|e| panic!("tools/list: {e}"));
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    for expected in ["echo", "get-sum", "trigger-long-running-operation", "get-env"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "echo",
+        "get-sum",
+        "trigger-long-running-operation",
+        "get-env",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
     let echo = call(&client, "echo", json!({"message": "through the bridge"})).await;
-    assert!(text(&echo).contains("through the bridge"), "{}", text(&echo));
+    assert!(
+        text(&echo).contains("through the bridge"),
+        "{}",
+        text(&echo)
+    );
     let sum = call(&client, "get-sum", json!({"a": 40, "b": 2})).await;
     assert!(text(&sum).contains("42"), "{}", text(&sum));
 
@@ -272,8 +292,14 @@ async fn reference_server_lists_calls_and_streams_progress_in_order() {
 
     // The pool's env_from reached the child; the gateway's own variables did not.
     let env = text(&call(&client, "get-env", json!({})).await);
-    assert!(!env.contains(SECRET), "a secret leaked into a pool without env_from");
-    assert!(!env.contains("MCP_WORKER_ID"), "bridge environment leaked: {env}");
+    assert!(
+        !env.contains(SECRET),
+        "a secret leaked into a pool without env_from"
+    );
+    assert!(
+        !env.contains("MCP_WORKER_ID"),
+        "bridge environment leaked: {env}"
+    );
     let _ = client.cancel().await;
 
     // The server's stderr is in the gateway's log, with pool, worker and session named.
@@ -285,7 +311,11 @@ async fn reference_server_lists_calls_and_streams_progress_in_order() {
                 && l.contains("session=")
         })
     });
-    assert!(logged, "child stderr not in the gateway log:\n{}", plain_log(&gw));
+    assert!(
+        logged,
+        "child stderr not in the gateway log:\n{}",
+        plain_log(&gw)
+    );
 }
 
 #[tokio::test]
@@ -307,7 +337,10 @@ async fn python_sdk_server_two_sessions_get_two_children() {
     assert_eq!(progress_of(&rec), vec![1.0, 2.0, 3.0, 4.0]);
 
     // env_from hands the gateway's variable on; no identity without authentication.
-    assert_eq!(text(&call(&a, "whoami", json!({})).await), format!("|{SECRET}"));
+    assert_eq!(
+        text(&call(&a, "whoami", json!({})).await),
+        format!("|{SECRET}")
+    );
 
     // Closing a session (DELETE) stops its child.
     let pid: i32 = pid_a.parse().unwrap_or_else(|e| panic!("pid {pid_a}: {e}"));
@@ -335,7 +368,9 @@ async fn a_killed_child_gives_404_then_a_fresh_session_works() {
     let (status, r) = raw_call(&http, &u, &sid, 2, "pid", json!({})).await;
     assert_eq!(status, 200);
     let pid_text = result_text(&r.unwrap_or_else(|| panic!("no answer")));
-    let pid: i32 = pid_text.parse().unwrap_or_else(|e| panic!("{pid_text}: {e}"));
+    let pid: i32 = pid_text
+        .parse()
+        .unwrap_or_else(|e| panic!("{pid_text}: {e}"));
     // SAFETY: kill(2) on the stdio server process started for this test's session.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
@@ -371,7 +406,10 @@ async fn the_child_cap_gives_a_clear_error() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("second initialize: {e}"));
-    assert!(r.headers().get("mcp-session-id").is_none(), "a session over the cap");
+    assert!(
+        r.headers().get("mcp-session-id").is_none(),
+        "a session over the cap"
+    );
     let body: Value = r.json().await.unwrap_or_else(|e| panic!("error body: {e}"));
     assert_eq!(body["error"]["code"], json!(-32001), "{body}");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
@@ -429,7 +467,11 @@ async fn a_shared_child_serves_every_session_with_remapped_ids() {
     let second: u32 = text(&call(&b, "count", json!({})).await)
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(second, first + 1, "the shared process counts every session's calls");
+    assert_eq!(
+        second,
+        first + 1,
+        "the shared process counts every session's calls"
+    );
     let _ = a.cancel().await;
     let _ = b.cancel().await;
 }
@@ -471,17 +513,26 @@ async fn protocol_2026_07_28_requests_are_served_statelessly() {
             )
             .await
             .unwrap_or_else(|e| panic!("server/discover on /{route}: {e}"));
-        let info = client.peer_info().unwrap_or_else(|| panic!("no server info"));
+        let info = client
+            .peer_info()
+            .unwrap_or_else(|| panic!("no server info"));
         assert_eq!(info.protocol_version, ProtocolVersion::V_2026_07_28);
         let tools = client
             .list_all_tools()
             .await
             .unwrap_or_else(|e| panic!("tools/list: {e}"));
-        assert!(tools.iter().any(|t| t.name == "count"), "/{route}: {tools:?}");
+        assert!(
+            tools.iter().any(|t| t.name == "count"),
+            "/{route}: {tools:?}"
+        );
         // Per-session isolation gives every stateless request a fresh process; a shared
         // process keeps counting.
         for want in counts {
-            assert_eq!(text(&call(&client, "count", json!({})).await), want, "/{route}");
+            assert_eq!(
+                text(&call(&client, "count", json!({})).await),
+                want,
+                "/{route}"
+            );
         }
         let r = call(&client, "count_slowly", json!({"n": 2})).await;
         assert_eq!(text(&r), "counted to 2");
@@ -497,9 +548,10 @@ async fn bridges_pass_the_gateways_health_checks() {
     let m = gw.metrics().await;
     for pool in ["py", "shared", "capped", "flood"] {
         assert!(
-            m.lines().any(|l| l.starts_with("mcp_gateway_worker_healthy")
-                && l.contains(&format!("pool=\"{pool}\""))
-                && l.ends_with(" 1")),
+            m.lines()
+                .any(|l| l.starts_with("mcp_gateway_worker_healthy")
+                    && l.contains(&format!("pool=\"{pool}\""))
+                    && l.ends_with(" 1")),
             "no healthy bridge in {pool}:\n{m}"
         );
     }

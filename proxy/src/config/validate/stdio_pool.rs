@@ -115,7 +115,10 @@ impl Validator<'_> {
             );
             ok = false;
         }
-        let max_children = st.max_children.as_ref().map_or(DEFAULT_MAX_CHILDREN, |m| m.value);
+        let max_children = st
+            .max_children
+            .as_ref()
+            .map_or(DEFAULT_MAX_CHILDREN, |m| m.value);
         if let Some(m) = &st.max_children {
             if m.value == 0 || m.value > MAX_CHILDREN {
                 self.err(
@@ -209,8 +212,14 @@ impl Validator<'_> {
             args.push(v);
         };
         opt("--max-children", max_children.to_string());
-        opt("--start-timeout", humantime::format_duration(start).to_string());
-        opt("--idle-timeout", humantime::format_duration(idle).to_string());
+        opt(
+            "--start-timeout",
+            humantime::format_duration(start).to_string(),
+        );
+        opt(
+            "--idle-timeout",
+            humantime::format_duration(idle).to_string(),
+        );
         if let Some(cwd) = &st.cwd {
             opt("--cwd", cwd.value.clone());
         }
