@@ -246,3 +246,142 @@ impl Validator<'_> {
         Some(args)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_and_validate;
+    use crate::config::{ConfigError, GatewayConfig, PoolSource};
+
+    fn yaml(pool: &str) -> String {
+        format!(
+            "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - path: /mcp\n    pool: p\npools:\n  p:\n{pool}"
+        )
+    }
+
+    fn errors(pool: &str) -> Vec<ConfigError> {
+        match parse_and_validate(&yaml(pool), "t.yaml") {
+            Ok(_) => panic!("accepted:\n{pool}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn ok(pool: &str) -> GatewayConfig {
+        parse_and_validate(&yaml(pool), "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn command(cfg: &GatewayConfig) -> (Vec<String>, usize) {
+        match &cfg.pools[0].source {
+            PoolSource::Spawn(s) => (s.command.clone(), s.count),
+            other => panic!("not a spawned pool: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stdio_pool_becomes_spawned_bridges() {
+        let cfg = ok(concat!(
+            "    stdio:\n",
+            "      command: [npx, -y, \"@modelcontextprotocol/server-everything\"]\n",
+            "      isolation: shared\n",
+            "      max_children: 5\n",
+            "      env: { MODE: demo }\n",
+            "      start_timeout: 5s\n",
+            "      memory_limit_mb: 512\n",
+            "    count: 2\n",
+        ));
+        let (cmd, count) = command(&cfg);
+        assert_eq!(count, 2);
+        let text = cmd.join(" ");
+        assert!(
+            text.starts_with("mcp-worker stdio --id {id} --listen 127.0.0.1:{port} --pool p"),
+            "{text}"
+        );
+        for part in [
+            "--isolation shared",
+            "--max-children 5",
+            "--start-timeout 5s",
+            "--env MODE=demo",
+            "--memory-limit-mb 512",
+        ] {
+            assert!(text.contains(part), "{part} missing: {text}");
+        }
+        assert!(
+            text.ends_with("-- npx -y @modelcontextprotocol/server-everything"),
+            "{text}"
+        );
+        // Defaults: per-session isolation, one bridge.
+        let (cmd, count) = command(&ok("    stdio:\n      command: [my-server]\n"));
+        assert_eq!(count, 1);
+        assert!(cmd
+            .join(" ")
+            .contains("--isolation per_session --max-children 50"));
+    }
+
+    #[test]
+    fn bad_stdio_fields_are_reported_with_their_line() {
+        let errs = errors(concat!(
+            "    stdio:\n",
+            "      command: []\n",
+            "      isolation: sometimes\n",
+            "      max_children: 0\n",
+            "      env_from: { TOKEN: STDIO_POOL_TEST_SURELY_UNSET_VAR }\n",
+            "    count: 65\n",
+        ));
+        let find = |path: &str| {
+            errs.iter()
+                .find(|e| e.path == path)
+                .unwrap_or_else(|| panic!("no error at {path}: {errs:?}"))
+        };
+        assert_eq!(find("pools.p.stdio.command").line, Some(9));
+        let iso = find("pools.p.stdio.isolation");
+        assert_eq!(iso.line, Some(10));
+        assert!(
+            iso.message.contains("per_session or shared"),
+            "{}",
+            iso.message
+        );
+        assert_eq!(find("pools.p.stdio.max_children").line, Some(11));
+        let env = find("pools.p.stdio.env_from.TOKEN");
+        assert_eq!(env.line, Some(12));
+        assert!(env.message.contains("STDIO_POOL_TEST_SURELY_UNSET_VAR"));
+        assert_eq!(find("pools.p.count").line, Some(13));
+    }
+
+    #[test]
+    fn conflicting_stdio_settings_are_refused() {
+        let errs = errors(concat!(
+            "    stdio:\n",
+            "      command: [srv]\n",
+            "      isolation: shared\n",
+            "      pass_identity: true\n",
+        ));
+        assert!(
+            errs.iter().any(|e| e.path == "pools.p.stdio.pass_identity"),
+            "{errs:?}"
+        );
+        let errs = errors(concat!(
+            "    stdio:\n",
+            "      command: [srv]\n",
+            "    upstreams: [\"127.0.0.1:1\"]\n",
+        ));
+        assert!(
+            errs.iter().any(|e| e.path == "pools.p.upstreams"),
+            "{errs:?}"
+        );
+        let errs = errors(concat!(
+            "    spawn:\n",
+            "      command: [srv]\n",
+            "    count: 2\n",
+        ));
+        assert!(errs.iter().any(|e| e.path == "pools.p.count"), "{errs:?}");
+        let errs = errors(concat!(
+            "    stdio:\n",
+            "      command: [srv]\n",
+            "      colour: blue\n",
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains("unknown field `colour`")),
+            "{errs:?}"
+        );
+    }
+}
