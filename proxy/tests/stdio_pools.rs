@@ -103,6 +103,10 @@ fn fixture() -> PathBuf {
 /// A gateway with stdio pools: /py (per session, identity), /shared, /capped (one
 /// child), /flood (few bad lines tolerated) and, with npm, /everything.
 fn config(port: u16, admin: u16, everything: Option<&Path>) -> String {
+    config_with(port, admin, everything, "")
+}
+
+fn config_with(port: u16, admin: u16, everything: Option<&Path>, extra: &str) -> String {
     let worker = worker_bin();
     let py = python();
     let fx = fixture();
@@ -152,7 +156,7 @@ fn config(port: u16, admin: u16, everything: Option<&Path>) -> String {
         ));
     }
     format!(
-        "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\nshutdown_grace: 3s\nroutes:\n{routes}pools:\n{pools}"
+        "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\nshutdown_grace: 3s\n{extra}routes:\n{routes}pools:\n{pools}"
     )
 }
 
@@ -555,4 +559,59 @@ async fn bridges_pass_the_gateways_health_checks() {
             "no healthy bridge in {pool}:\n{m}"
         );
     }
+}
+
+#[tokio::test]
+async fn per_session_children_get_the_callers_identity() {
+    const HS_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+    const ISS: &str = "https://id.stdio.test";
+    std::env::set_var(SECRET_VAR, SECRET);
+    std::env::set_var("STDIO_POOLS_HS_SECRET", HS_SECRET);
+    let auth = format!(
+        "auth:\n  issuers:\n    - name: t\n      issuer: {ISS}\n      audiences: [stdio]\n      algorithms: [HS256]\n      secret_env: STDIO_POOLS_HS_SECRET\n"
+    );
+    let (port, admin) = (free_port(), free_port());
+    let gw = Gateway::start_with(&config_with(port, admin, None, &auth), port, admin).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let u = url(&gw, "py");
+    for user in ["alice", "bob"] {
+        let claims = json!({"iss": ISS, "aud": "stdio", "sub": user, "exp": now + 600, "iat": now});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("Bearer {token}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sid = raw_session(&http, &u).await;
+        let (status, r) = raw_call(&http, &u, &sid, 2, "whoami", json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            result_text(&r.unwrap_or_else(|| panic!("no answer"))),
+            format!("{user}|{SECRET}")
+        );
+    }
+    // Without a token the gateway refuses before any child starts.
+    let r = reqwest::Client::new()
+        .post(&u)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init_body("2025-06-18"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 401);
 }
