@@ -615,3 +615,63 @@ async fn per_session_children_get_the_callers_identity() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 401);
 }
+
+/// A client that can sample: answers the server's `sampling/createMessage` requests.
+/// (Sampling is deprecated in the newest protocol, but the session generation that
+/// stdio servers speak has it, and the reference server uses it.)
+#[derive(Clone)]
+struct Sampler;
+
+#[allow(deprecated)]
+impl ClientHandler for Sampler {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut c = rmcp::model::ClientConfig::default();
+        c.capabilities.sampling = Some(rmcp::model::SamplingCapability::default());
+        c
+    }
+
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _cx: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let asked = serde_json::to_string(&params.messages).unwrap_or_default();
+        Ok(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text(format!(
+                "sampled by the test client (asked {})",
+                asked.contains("bridge prompt")
+            )),
+            "test-model".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn server_to_client_requests_and_their_answers_are_relayed() {
+    let Some(index) = everything_server() else {
+        return;
+    };
+    let gw = gateway(Some(&index)).await;
+    let client = Sampler
+        .serve(StreamableHttpClientTransport::from_uri(url(
+            &gw,
+            "everything",
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("initialize: {e}"));
+    let Value::Object(args) = json!({"prompt": "bridge prompt", "maxTokens": 10}) else {
+        panic!()
+    };
+    let r = client
+        .call_tool(CallToolRequestParams::new("trigger-sampling-request").with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("trigger-sampling-request: {e}"));
+    let t = r.content[0]
+        .as_text()
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    // The server asked the client (through the bridge) and got the client's answer back.
+    assert!(t.contains("sampled by the test client (asked true)"), "{t}");
+    assert!(t.contains("test-model"), "{t}");
+    let _ = client.cancel().await;
+}
