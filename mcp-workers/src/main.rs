@@ -26,6 +26,13 @@ enum Command {
     /// Bridge to stdio MCP servers: serve Streamable HTTP, start the command
     /// given after `--` and relay JSON-RPC over its stdin/stdout.
     Stdio(Box<StdioArgs>),
+    /// The tools of `tools`, served over stdin/stdout (newline-delimited JSON-RPC):
+    /// a stdio MCP server to measure and test the stdio bridge with.
+    ToolsStdio {
+        /// Id reported by whoami [default: $MCP_WORKER_ID, else worker-<pid>].
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 /// Child isolation of the stdio bridge.
@@ -253,6 +260,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             mcp_workers::serve_tools(listener, opts, stop_signal())
                 .await
                 .map_err(|e| format!("server error: {e}"))
+        }
+        Command::ToolsStdio { id } => {
+            use rmcp::ServiceExt;
+            let id = id
+                .or_else(|| std::env::var("MCP_WORKER_ID").ok().filter(|v| !v.is_empty()))
+                .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+            tracing::info!(worker = %id, "mcp-worker tools-stdio serving on stdin/stdout");
+            let service = mcp_workers::ToolsServer::new(id.as_str())
+                .serve(rmcp::transport::stdio())
+                .await
+                .map_err(|e| format!("stdio initialize failed: {e}"))?;
+            service
+                .waiting()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("stdio server error: {e}"))
         }
         Command::Stdio(args) => {
             let opts = args.options()?;
