@@ -264,7 +264,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::ToolsStdio { id } => {
             use rmcp::ServiceExt;
             let id = id
-                .or_else(|| std::env::var("MCP_WORKER_ID").ok().filter(|v| !v.is_empty()))
+                .or_else(|| {
+                    std::env::var("MCP_WORKER_ID")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                })
                 .unwrap_or_else(|| format!("worker-{}", std::process::id()));
             tracing::info!(worker = %id, "mcp-worker tools-stdio serving on stdin/stdout");
             let service = mcp_workers::ToolsServer::new(id.as_str())
