@@ -182,6 +182,16 @@ impl Bridge {
                 proto::set_id(&mut m, client_id);
                 Ok((child, m))
             }
+            Ok(Some(m))
+                if m.pointer("/error/code").and_then(Value::as_i64)
+                    == Some(proto::ERR_CHILD_EXITED) =>
+            {
+                // The bridge's own answer for a process that is gone.
+                Err((
+                    proto::ERR_CHILD_START,
+                    "the stdio server exited before answering initialize (see the log)".into(),
+                ))
+            }
             Ok(Some(mut m)) => {
                 child.stop();
                 proto::set_id(&mut m, client_id);

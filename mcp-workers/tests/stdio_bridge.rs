@@ -232,3 +232,20 @@ async fn idle_sessions_are_ended() {
         .expect("json");
     assert_eq!(health["sessions"], 0);
 }
+
+#[tokio::test]
+async fn the_cpu_limit_ends_a_spinning_server() {
+    // Spins without ever answering: only RLIMIT_CPU can end it before the start timeout.
+    let mut o = opts(&["sh", "-c", "while :; do :; done"], Isolation::PerSession);
+    o.child.rlimit_cpu = Some(1);
+    o.start_timeout = Duration::from_secs(60);
+    let b = Bridge::start(o).await;
+    let v: Value = post(&b.url(), None, init())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["error"]["code"], -32002, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("exited before answering"), "{msg}");
+}
