@@ -128,7 +128,7 @@ fn config_with(port: u16, admin: u16, everything: Option<&Path>, extra: &str) ->
     let mut routes = String::new();
     let mut pools = String::new();
     for (name, extra) in [
-        ("py", "      pass_identity: true\n"),
+        ("py", "      pass_identity: true\n      cwd: /\n"),
         ("shared", "      isolation: shared\n"),
         ("capped", "      max_children: 1\n"),
         ("flood", "      max_line_bytes: 4096\n"),
@@ -340,6 +340,11 @@ async fn python_sdk_server_two_sessions_get_two_children() {
     assert_eq!(text(&r), "counted to 4");
     assert_eq!(progress_of(&rec), vec![1.0, 2.0, 3.0, 4.0]);
 
+    assert_eq!(
+        text(&call(&a, "cwd", json!({})).await),
+        "/",
+        "cwd not applied"
+    );
     // env_from hands the gateway's variable on; no identity without authentication.
     assert_eq!(
         text(&call(&a, "whoami", json!({})).await),
@@ -674,4 +679,41 @@ async fn server_to_client_requests_and_their_answers_are_relayed() {
     assert!(t.contains("sampled by the test client (asked true)"), "{t}");
     assert!(t.contains("test-model"), "{t}");
     let _ = client.cancel().await;
+}
+
+#[tokio::test]
+async fn a_shared_child_that_dies_ends_every_session_of_its_bridge() {
+    let gw = gateway(None).await;
+    let http = reqwest::Client::new();
+    let u = url(&gw, "shared");
+    let a = raw_session(&http, &u).await;
+    let b = raw_session(&http, &u).await;
+    let (_, r) = raw_call(&http, &u, &a, 2, "pid", json!({})).await;
+    let pid_text = result_text(&r.unwrap_or_else(|| panic!("no answer")));
+    let pid: i32 = pid_text
+        .parse()
+        .unwrap_or_else(|e| panic!("{pid_text}: {e}"));
+    // SAFETY: kill(2) on the shared stdio server this test's bridge started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    for sid in [&a, &b] {
+        let mut last = 0;
+        for _ in 0..100 {
+            last = raw_call(&http, &u, sid, 3, "pid", json!({})).await.0;
+            if last == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(last, 404, "a session outlived the shared process");
+    }
+    // The next session starts a new shared process.
+    let c = raw_session(&http, &u).await;
+    let (status, r) = raw_call(&http, &u, &c, 2, "pid", json!({})).await;
+    assert_eq!(status, 200);
+    assert_ne!(
+        result_text(&r.unwrap_or_else(|| panic!("no answer"))),
+        pid_text
+    );
 }
