@@ -522,7 +522,7 @@ async fn in_session(
             proto::strip_protocol_meta(&mut msg);
             match s.child.request(s.owner, msg, false).await {
                 Ok(rx) => answer(rx, sse_ok, Some(StreamGuard::session(s)), HeaderMap::new()).await,
-                Err(_) => gone(b, s, id),
+                Err(_) => gone(b, s),
             }
         }
         Kind::Notification | Kind::Response => {
@@ -533,14 +533,14 @@ async fn in_session(
             }
             match s.child.notify(s.owner, msg).await {
                 Ok(()) => StatusCode::ACCEPTED.into_response(),
-                Err(_) => gone(b, s, id),
+                Err(_) => gone(b, s),
             }
         }
     }
 }
 
 /// The session's child is gone: end the session, answer 404.
-fn gone(b: &Bridge, s: &Session, _id: Value) -> Reply {
+fn gone(b: &Bridge, s: &Session) -> Reply {
     let sid: Option<String> = lock(&b.sessions)
         .iter()
         .find(|(_, x)| x.owner == s.owner)
