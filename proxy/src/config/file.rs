@@ -293,6 +293,12 @@ fn default_star() -> Vec<String> {
 pub struct PoolFile {
     #[serde(default)]
     pub spawn: Option<SpawnFile>,
+    /// A stdio MCP server behind bridges the gateway spawns (`mcp-worker stdio`).
+    #[serde(default)]
+    pub stdio: Option<StdioFile>,
+    /// Bridges of a `stdio` pool (`spawn` pools say `spawn.count`).
+    #[serde(default)]
+    pub count: Option<Spanned<usize>>,
     #[serde(default)]
     pub upstreams: Option<Spanned<Vec<String>>>,
     #[serde(default)]
@@ -331,6 +337,44 @@ pub struct SpawnFile {
     pub ready_timeout: HumanDuration,
     #[serde(default = "default_stop_grace")]
     pub stop_grace: HumanDuration,
+}
+
+/// A stdio MCP server put behind the gateway: each of the pool's `count` workers is an
+/// `mcp-worker stdio` bridge that starts the command per session (or once, shared).
+#[derive(Debug, Deserialize)]
+pub struct StdioFile {
+    /// Program and arguments of the stdio MCP server.
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub isolation: Option<Spanned<String>>,
+    /// Most live children per bridge.
+    #[serde(default)]
+    pub max_children: Option<Spanned<usize>>,
+    /// Literal variables for the children.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables for the children taken from the gateway's environment: `NAME: GATEWAY_VAR`.
+    #[serde(default)]
+    pub env_from: BTreeMap<String, Spanned<String>>,
+    /// Working directory of the children.
+    #[serde(default)]
+    pub cwd: Option<Spanned<String>>,
+    #[serde(default)]
+    pub start_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
+    /// Give per-session children the caller's identity as MCP_USER_* variables.
+    #[serde(default)]
+    pub pass_identity: bool,
+    #[serde(default)]
+    pub memory_limit_mb: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub cpu_limit_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_line_bytes: Option<Spanned<usize>>,
+    /// The bridge program (default `mcp-worker`, found beside the gateway or on PATH).
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 fn default_count() -> Spanned<usize> {

@@ -15,6 +15,8 @@ use super::model::*;
 use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
+mod stdio_pool;
+
 pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, ConfigErrors> {
     let index = LineIndex::new(text);
     let (file, unknown) = parse_file(text, name)?;
@@ -728,6 +730,7 @@ impl Validator<'_> {
     fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
         let at = format!("pools.{name}");
         let source = match (&p.spawn, &p.upstreams) {
+            _ if p.stdio.is_some() || p.count.is_some() => self.stdio_source(&at, p)?,
             (Some(_), Some(u)) => {
                 self.err(
                     &u.referenced,
@@ -740,7 +743,7 @@ impl Validator<'_> {
                 self.err(
                     &Location::UNKNOWN,
                     at,
-                    "a pool needs spawn (processes the gateway starts) or upstreams (addresses)",
+                    "a pool needs spawn (processes the gateway starts), stdio (a stdio MCP server behind bridges) or upstreams (addresses)",
                 );
                 return None;
             }
