@@ -50,6 +50,13 @@ impl ControlPlane {
                     } else {
                         let _ = init_tx.send(Ok(()));
                     }
+                    crate::logship::start(
+                        shared.logship.clone(),
+                        shared.metrics.clone(),
+                        &cfg.logging,
+                        cfg.database.as_ref(),
+                        cfg.redis.as_ref(),
+                    );
                     tokio::spawn(crate::admin::serve(admin, shared.clone()));
                     tokio::spawn(refresh_key_sets(shared.clone()));
                     let runtime = shared.runtime.load_full();

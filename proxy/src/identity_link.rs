@@ -11,32 +11,9 @@ use crate::identity::{self, IdentityService};
 use crate::runtime::{IdentityHandle, Shared};
 use crate::store::Store;
 
-struct Provider(Arc<IdentityService>, tokio::sync::mpsc::Sender<AuditRecord>);
-
-struct AuditRecord {
-    kind: &'static str,
-    user_id: Option<String>,
-    ip: Option<String>,
-    detail: serde_json::Value,
-}
-
-/// Audit events queued by the proxy phases, written by one task.
-const AUDIT_QUEUE: usize = 4096;
-
-async fn write_audit(store: Store, mut rx: tokio::sync::mpsc::Receiver<AuditRecord>) {
-    while let Some(r) = rx.recv().await {
-        let ev = crate::store::NewAuditEvent {
-            kind: r.kind,
-            user_id: r.user_id.as_deref(),
-            subject: None,
-            ip: r.ip.as_deref(),
-            detail: &r.detail,
-        };
-        if let Err(e) = store.insert_audit_event(&ev).await {
-            tracing::warn!(error = %e, kind = r.kind, "could not write an audit event");
-        }
-    }
-}
+/// The identity service, and the log pipeline that carries the proxy phases' audit events
+/// (batched, spooled to disk while the database is down, inserted once by id).
+struct Provider(Arc<IdentityService>, Arc<crate::logship::LogShip>);
 
 #[async_trait::async_trait]
 impl IdentityProvider for Provider {
@@ -72,15 +49,7 @@ impl IdentityProvider for Provider {
         ip: Option<String>,
         detail: serde_json::Value,
     ) {
-        let record = AuditRecord {
-            kind,
-            user_id: user_id.map(str::to_owned),
-            ip,
-            detail,
-        };
-        if self.1.try_send(record).is_err() {
-            tracing::warn!(kind, "audit queue full; event dropped");
-        }
+        self.1.audit(kind, user_id, None, ip.as_deref(), detail);
     }
 
     async fn service_credential(
@@ -140,8 +109,6 @@ pub async fn start(
     icfg.access_ttl = cfg.access_ttl;
     icfg.refresh_ttl = cfg.refresh_ttl;
     icfg.key_rotation = cfg.key_rotation;
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-    tokio::spawn(write_audit(store.clone(), audit_rx));
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
@@ -162,7 +129,7 @@ pub async fn start(
     });
     publish_keys(&shared, &svc);
     shared.identity.store(Some(Arc::new(IdentityHandle {
-        provider: Arc::new(Provider(svc.clone(), audit_tx)),
+        provider: Arc::new(Provider(svc.clone(), shared.logship.clone())),
         internal_addr: addr,
     })));
     tracing::info!(internal = %addr, issuer = %svc.issuer(), "identity service started");

@@ -49,6 +49,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The gateway's own identity service, once started (when configured).
     pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
+    /// Request records and audit events on their way to the database (`logship`).
+    pub logship: Arc<crate::logship::LogShip>,
 }
 
 pub struct IdentityHandle {

@@ -4,6 +4,7 @@ mod authn;
 mod body;
 pub mod ctx;
 mod listfilter;
+mod logrecord;
 mod respond;
 mod steps;
 
@@ -51,6 +52,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.shared.inflight.fetch_add(1, Ordering::AcqRel);
         ctx.counted = true;
+        logrecord::take_request_id(session, ctx);
         let admitted = match steps::admit(&self.shared, session, ctx) {
             Ok(steps::Admitted::Mcp) => authn::authenticate(&self.shared, session, ctx)
                 .await
@@ -114,6 +116,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.log.upstream_start = Some(std::time::Instant::now());
         steps::rewrite_upstream_request(session, upstream, ctx)
     }
 
@@ -123,6 +126,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        logrecord::on_response_header(resp, ctx)?;
         steps::rewrite_response(resp, ctx)
     }
 
@@ -133,6 +137,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if !ctx.log.scanned {
+            logrecord::scan_first_chunk(body.as_deref(), ctx);
+        }
         if let Some(f) = ctx.list_filter.as_mut() {
             f.on_chunk(body, end_of_stream).map_err(|_| {
                 Error::explain(
@@ -189,6 +196,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.refusal.as_ref().map(GatewayError::http_status))
             .unwrap_or(0);
+        logrecord::metrics(&self.shared, ctx);
+        let record = logrecord::build(session, ctx, status);
+        self.shared.logship.record(record);
         let route = ctx
             .routing
             .route
@@ -204,9 +214,9 @@ impl ProxyHttp for Gateway {
             session.req_header().method.as_str()
         };
         let m = &self.shared.metrics;
-        let status_text = status.to_string();
+        let status_text = crate::admin::metrics::status_label(status);
         m.requests
-            .with_label_values(&[route, method, status_text.as_str()])
+            .with_label_values(&[route, method, status_text.as_ref()])
             .inc();
         m.duration
             .with_label_values(&[route])

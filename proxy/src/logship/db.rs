@@ -1,0 +1,239 @@
+//! The database side: inserting batches (once per request id and audit id), reading logs back
+//! for operators, and deleting old rows.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, QueryBuilder, Row};
+
+use super::record::{AuditRecord, Entry, RequestRecord};
+
+/// A statement waits at most this long for a connection: a down database must fail a batch
+/// quickly (it is spooled), not hold the batcher for the pool's default 30 s.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Rows per INSERT statement (23 parameters each; well below both databases' limits).
+const ROWS_PER_INSERT: usize = 400;
+
+const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
+     worker, http_method, rpc_method, tool, session_hash, protocol_version, status, rpc_error, \
+     latency_us, upstream_us, bytes_in, bytes_out, rate_limit, auth, error";
+
+/// The log pipeline's connection pool, opened on first use and reopened after failures.
+pub struct LogDb {
+    url: String,
+    migrate: bool,
+    pool: Option<AnyPool>,
+}
+
+impl LogDb {
+    pub fn new(url: &str, migrate: bool) -> LogDb {
+        LogDb {
+            url: url.to_owned(),
+            migrate,
+            pool: None,
+        }
+    }
+
+    /// The pool, connecting (and migrating, when configured) if there is none.
+    pub async fn pool(&mut self) -> Result<AnyPool, String> {
+        if let Some(p) = &self.pool {
+            return Ok(p.clone());
+        }
+        let pool = connect(&self.url, self.migrate).await?;
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// `Store::connect` (SQLite file, migrations) on a thread and runtime of its own: its future
+/// is not `Send` for every lifetime (sqlx's migrator), so it cannot run in a spawned task.
+async fn prepare(url: &str, migrate: bool) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let url = url.to_owned();
+    std::thread::Builder::new()
+        .name("mcp-logdb-open".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let store = crate::store::Store::connect(&url, migrate)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        store.close().await;
+                        Ok(())
+                    })
+                });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|_| "database open thread failed".to_string())?
+}
+
+/// Write a batch in one transaction. Entries already stored are skipped.
+    pub async fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let pool = self.pool().await?;
+        let result = write_batch(&pool, entries).await;
+        if result.is_err() {
+            // Connections may be broken; the pool heals itself, but a fresh one is certain.
+            if let Some(p) = self.pool.take() {
+                tokio::spawn(async move { p.close().await });
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+}
+
+/// Connect a pool with a short acquire timeout. The first connection goes through
+/// `Store::connect`, which prepares an SQLite file and applies migrations.
+pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
+    LogDb::prepare(url, migrate).await?;
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
+    let requests: Vec<&RequestRecord> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Request(r) => Some(r.as_ref()),
+            Entry::Audit(_) => None,
+        })
+        .collect();
+    let audits: Vec<&AuditRecord> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Audit(a) => Some(a.as_ref()),
+            Entry::Request(_) => None,
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    for chunk in requests.chunks(ROWS_PER_INSERT) {
+        let mut q: QueryBuilder<sqlx::Any> =
+            QueryBuilder::new(format!("INSERT INTO request_logs ({COLUMNS}) "));
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.request_id.clone())
+                .push_bind(r.at)
+                .push_bind(r.user_id.clone())
+                .push_bind(r.api_key_id.clone())
+                .push_bind(r.client_ip.clone())
+                .push_bind(r.user_agent.clone())
+                .push_bind(r.route.clone())
+                .push_bind(r.pool.clone())
+                .push_bind(r.worker.clone())
+                .push_bind(r.http_method.clone())
+                .push_bind(r.rpc_method.clone())
+                .push_bind(r.tool.clone())
+                .push_bind(r.session_hash.clone())
+                .push_bind(r.protocol_version.clone())
+                .push_bind(i64::from(r.status))
+                .push_bind(r.rpc_error)
+                .push_bind(r.latency_us)
+                .push_bind(r.upstream_us)
+                .push_bind(r.bytes_in)
+                .push_bind(r.bytes_out)
+                .push_bind(r.rate_limit.clone())
+                .push_bind(r.auth.clone())
+                .push_bind(r.error.clone());
+        });
+        q.push(" ON CONFLICT (request_id) DO NOTHING");
+        q.build().execute(&mut *tx).await?;
+    }
+    for a in audits {
+        sqlx::query(
+            "INSERT INTO audit_events (id, at, kind, user_id, subject, ip, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(a.id.clone())
+        .bind(a.at)
+        .bind(a.kind.clone())
+        .bind(a.user_id.clone())
+        .bind(a.subject.clone())
+        .bind(a.ip.clone())
+        .bind(a.detail.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Delete request log rows older than `cutoff_ms`; returns how many.
+pub async fn delete_older_than(pool: &AnyPool, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM request_logs WHERE at < $1")
+        .bind(cutoff_ms)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// What an operator asks for (`GET /admin/logs`, `mcp-proxy logs`).
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub user: Option<String>,
+    pub route: Option<String>,
+    pub tool: Option<String>,
+    pub status: Option<u16>,
+    /// Unix milliseconds.
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+fn from_row(row: &AnyRow) -> Result<RequestRecord, sqlx::Error> {
+    let status: i64 = row.try_get("status")?;
+    Ok(RequestRecord {
+        request_id: row.try_get("request_id")?,
+        at: row.try_get("at")?,
+        user_id: row.try_get("user_id")?,
+        api_key_id: row.try_get("api_key_id")?,
+        client_ip: row.try_get("client_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        route: row.try_get("route")?,
+        pool: row.try_get("pool")?,
+        worker: row.try_get("worker")?,
+        http_method: row.try_get("http_method")?,
+        rpc_method: row.try_get("rpc_method")?,
+        tool: row.try_get("tool")?,
+        session_hash: row.try_get("session_hash")?,
+        protocol_version: row.try_get("protocol_version")?,
+        status: u16::try_from(status).unwrap_or(0),
+        rpc_error: row.try_get("rpc_error")?,
+        latency_us: row.try_get("latency_us")?,
+        upstream_us: row.try_get("upstream_us")?,
+        bytes_in: row.try_get("bytes_in")?,
+        bytes_out: row.try_get("bytes_out")?,
+        rate_limit: row.try_get("rate_limit")?,
+        auth: row.try_get("auth")?,
+        error: row.try_get("error")?,
+    })
+}
+
+/// Matching rows, newest first.
+pub async fn query(pool: &AnyPool, q: &LogQuery) -> Result<Vec<RequestRecord>, sqlx::Error> {
+    let mut b: QueryBuilder<sqlx::Any> =
+        QueryBuilder::new(format!("SELECT {COLUMNS} FROM request_logs WHERE 1 = 1"));
+    if let Some(u) = &q.user {
+        b.push(" AND user_id = ").push_bind(u.clone());
+    }
+    if let Some(r) = &q.route {
+        b.push(" AND route = ").push_bind(r.clone());
+    }
+    if let Some(t) = &q.tool {
+        b.push(" AND tool = ").push_bind(t.clone());
+    }
+    if let Some(s) = q.status {
+        b.push(" AND status = ").push_bind(i64::from(s));
+    }
+    if let Some(s) = q.since {
+        b.push(" AND at >= ").push_bind(s);
+    }
+    b.push(" ORDER BY at DESC, request_id DESC LIMIT ")
+        .push_bind(q.limit);
+    let rows = b.build().fetch_all(pool).await?;
+    rows.iter().map(from_row).collect()
+}
