@@ -237,3 +237,34 @@ pub async fn query(pool: &AnyPool, q: &LogQuery) -> Result<Vec<RequestRecord>, s
     let rows = b.build().fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
 }
+
+/// Largest `limit` a caller may ask for.
+pub const MAX_LIMIT: i64 = 1000;
+
+/// `since` as operators write it: a duration back from now (`10m`, `2h`) or a time
+/// (`2026-11-26T14:00:00Z`). Returns unix milliseconds.
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            format!("since: expected a duration such as 10m or a time such as 2026-01-31T12:00:00Z, got {text:?}")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        assert_eq!(parse_since("10m", 1_000_000), Ok(1_000_000 - 600_000));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z", 0), Ok(1000));
+        assert!(parse_since("yesterday", 0).is_err());
+    }
+}

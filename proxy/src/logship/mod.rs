@@ -559,3 +559,43 @@ async fn run_retention(
         }
     }
 }
+
+/// `mcp-proxy logs`: print stored records (newest first) from the configuration's database,
+/// one line each, or one JSON object per line with `json`.
+pub fn print_logs(
+    database: Option<&DatabaseConfig>,
+    q: &db::LogQuery,
+    json: bool,
+) -> Result<usize, String> {
+    let d = database.ok_or("the configuration has no database: request records go to the tracing log only")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let rows = rt.block_on(async {
+        let pool = db::connect(&d.url, d.migrate).await?;
+        let rows = db::query(&pool, q).await.map_err(|e| e.to_string());
+        pool.close().await;
+        rows
+    })?;
+    for r in &rows {
+        if json {
+            println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        } else {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.at).unwrap_or(0));
+            println!(
+                "{} {} {} {} {} {} {} user={} {}us",
+                humantime::format_rfc3339_millis(at),
+                r.request_id,
+                r.status,
+                r.http_method,
+                r.route.as_deref().unwrap_or("-"),
+                r.rpc_method.as_deref().unwrap_or("-"),
+                r.tool.as_deref().unwrap_or("-"),
+                r.user_id.as_deref().unwrap_or("-"),
+                r.latency_us,
+            );
+        }
+    }
+    Ok(rows.len())
+}
