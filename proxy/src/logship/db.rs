@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, QueryBuilder, Row};
+use sqlx::{AnyPool, Row};
 
 use super::record::{AuditRecord, Entry, RequestRecord};
 
@@ -14,6 +14,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rows per INSERT statement (23 parameters each; well below both databases' limits).
 const ROWS_PER_INSERT: usize = 400;
 
+const COLUMN_COUNT: usize = 23;
 const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
      worker, http_method, rpc_method, tool, session_hash, protocol_version, status, rpc_error, \
      latency_us, upstream_us, bytes_in, bytes_out, rate_limit, auth, error";
@@ -115,35 +116,53 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
         .collect();
     let mut tx = pool.begin().await?;
     for chunk in requests.chunks(ROWS_PER_INSERT) {
-        let mut q: QueryBuilder<sqlx::Any> =
-            QueryBuilder::new(format!("INSERT INTO request_logs ({COLUMNS}) "));
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.request_id.clone())
-                .push_bind(r.at)
-                .push_bind(r.user_id.clone())
-                .push_bind(r.api_key_id.clone())
-                .push_bind(r.client_ip.clone())
-                .push_bind(r.user_agent.clone())
-                .push_bind(r.route.clone())
-                .push_bind(r.pool.clone())
-                .push_bind(r.worker.clone())
-                .push_bind(r.http_method.clone())
-                .push_bind(r.rpc_method.clone())
-                .push_bind(r.tool.clone())
-                .push_bind(r.session_hash.clone())
-                .push_bind(r.protocol_version.clone())
-                .push_bind(i64::from(r.status))
-                .push_bind(r.rpc_error)
-                .push_bind(r.latency_us)
-                .push_bind(r.upstream_us)
-                .push_bind(r.bytes_in)
-                .push_bind(r.bytes_out)
-                .push_bind(r.rate_limit.clone())
-                .push_bind(r.auth.clone())
-                .push_bind(r.error.clone());
-        });
-        q.push(" ON CONFLICT (request_id) DO NOTHING");
-        q.build().execute(&mut *tx).await?;
+        // `$n` placeholders, which both PostgreSQL and SQLite read (sqlx's QueryBuilder writes
+        // `?` for the Any driver, which PostgreSQL does not).
+        let mut sql = format!("INSERT INTO request_logs ({COLUMNS}) VALUES ");
+        let mut n = 0;
+        for (row, _) in chunk.iter().enumerate() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for col in 0..COLUMN_COUNT {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                sql.push_str(&format!("${n}"));
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.request_id.clone())
+                .bind(r.at)
+                .bind(r.user_id.clone())
+                .bind(r.api_key_id.clone())
+                .bind(r.client_ip.clone())
+                .bind(r.user_agent.clone())
+                .bind(r.route.clone())
+                .bind(r.pool.clone())
+                .bind(r.worker.clone())
+                .bind(r.http_method.clone())
+                .bind(r.rpc_method.clone())
+                .bind(r.tool.clone())
+                .bind(r.session_hash.clone())
+                .bind(r.protocol_version.clone())
+                .bind(i64::from(r.status))
+                .bind(r.rpc_error)
+                .bind(r.latency_us)
+                .bind(r.upstream_us)
+                .bind(r.bytes_in)
+                .bind(r.bytes_out)
+                .bind(r.rate_limit.clone())
+                .bind(r.auth.clone())
+                .bind(r.error.clone());
+        }
+        q.execute(&mut *tx).await?;
     }
     for a in audits {
         sqlx::query(
@@ -215,26 +234,40 @@ fn from_row(row: &AnyRow) -> Result<RequestRecord, sqlx::Error> {
 
 /// Matching rows, newest first.
 pub async fn query(pool: &AnyPool, q: &LogQuery) -> Result<Vec<RequestRecord>, sqlx::Error> {
-    let mut b: QueryBuilder<sqlx::Any> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM request_logs WHERE 1 = 1"));
-    if let Some(u) = &q.user {
-        b.push(" AND user_id = ").push_bind(u.clone());
+    let mut sql = format!("SELECT {COLUMNS} FROM request_logs WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = |sql: &mut String, cond: &str| {
+        n += 1;
+        sql.push_str(&format!(" AND {cond} ${n}"));
+    };
+    if q.user.is_some() {
+        next(&mut sql, "user_id =");
     }
-    if let Some(r) = &q.route {
-        b.push(" AND route = ").push_bind(r.clone());
+    if q.route.is_some() {
+        next(&mut sql, "route =");
     }
-    if let Some(t) = &q.tool {
-        b.push(" AND tool = ").push_bind(t.clone());
+    if q.tool.is_some() {
+        next(&mut sql, "tool =");
+    }
+    if q.status.is_some() {
+        next(&mut sql, "status =");
+    }
+    if q.since.is_some() {
+        next(&mut sql, "at >=");
+    }
+    n += 1;
+    sql.push_str(&format!(" ORDER BY at DESC, request_id DESC LIMIT ${n}"));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in [&q.user, &q.route, &q.tool].into_iter().flatten() {
+        query = query.bind(v.clone());
     }
     if let Some(s) = q.status {
-        b.push(" AND status = ").push_bind(i64::from(s));
+        query = query.bind(i64::from(s));
     }
     if let Some(s) = q.since {
-        b.push(" AND at >= ").push_bind(s);
+        query = query.bind(s);
     }
-    b.push(" ORDER BY at DESC, request_id DESC LIMIT ")
-        .push_bind(q.limit);
-    let rows = b.build().fetch_all(pool).await?;
+    let rows = query.bind(q.limit).fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
 }
 
