@@ -68,7 +68,14 @@ impl OwnRedis {
     async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -181,7 +188,9 @@ impl OwnPostgres {
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
             .output()
-            .unwrap_or_else(|e| panic!("initdb (PostgreSQL server binaries) must be installed: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("initdb (PostgreSQL server binaries) must be installed: {e}")
+            });
         assert!(
             out.status.success(),
             "initdb failed: {}",
@@ -217,7 +226,10 @@ impl OwnPostgres {
                 let _ = c.close().await;
                 return;
             }
-            assert!(Instant::now() < deadline, "throwaway PostgreSQL did not start");
+            assert!(
+                Instant::now() < deadline,
+                "throwaway PostgreSQL did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -337,7 +349,14 @@ async fn call_add(http: &reqwest::Client, url: &str, sid: &str, id: &str, n: i64
 }
 
 /// `count` calls with ids `{tag}-{from}` … ; each must succeed.
-async fn calls(gw: &Gateway, http: &reqwest::Client, sid: &str, tag: &str, from: usize, count: usize) {
+async fn calls(
+    gw: &Gateway,
+    http: &reqwest::Client,
+    sid: &str,
+    tag: &str,
+    from: usize,
+    count: usize,
+) {
     for i in from..from + count {
         let status = call_add(http, &gw.url(), sid, &format!("{tag}-{i}"), i as i64).await;
         assert_eq!(status, 200, "call {tag}-{i}");
@@ -441,8 +460,14 @@ async fn n_requests_n_rows(db_url: &str, redis: Option<&OwnRedis>) {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows.len(), N);
     for r in &rows {
-        let s = |c: &str| r.try_get::<Option<String>, _>(c).unwrap_or_else(|e| panic!("{c}: {e}"));
-        let i = |c: &str| r.try_get::<Option<i64>, _>(c).unwrap_or_else(|e| panic!("{c}: {e}"));
+        let s = |c: &str| {
+            r.try_get::<Option<String>, _>(c)
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+        };
+        let i = |c: &str| {
+            r.try_get::<Option<i64>, _>(c)
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+        };
         assert_eq!(s("http_method").as_deref(), Some("POST"));
         assert_eq!(s("rpc_method").as_deref(), Some("tools/call"));
         assert_eq!(s("tool").as_deref(), Some("add"));
@@ -474,11 +499,19 @@ async fn n_requests_n_rows(db_url: &str, redis: Option<&OwnRedis>) {
     let m = gw.metrics().await;
     assert!(metric(&m, r#"mcp_gateway_tool_calls_total{tool="add"}"#) >= N as f64);
     let sink = if redis.is_some() { "redis" } else { "database" };
-    assert!(metric(&m, &format!(r#"mcp_gateway_log_shipped_total{{sink="{sink}"}}"#)) >= N as f64);
+    assert!(
+        metric(
+            &m,
+            &format!(r#"mcp_gateway_log_shipped_total{{sink="{sink}"}}"#)
+        ) >= N as f64
+    );
     if redis.is_some() {
         assert!(metric(&m, "mcp_gateway_log_stored_total") >= N as f64);
     }
-    assert_eq!(metric(&m, r#"mcp_gateway_log_dropped_total{reason="queue_full"}"#), 0.0);
+    assert_eq!(
+        metric(&m, r#"mcp_gateway_log_dropped_total{reason="queue_full"}"#),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -521,10 +554,23 @@ async fn redis_killed_mid_run_and_restarted() {
     redis.kill();
     // Traffic goes on while Redis is gone: batches go to the spool.
     calls(&gw, &http, &sid, &tag, N / 2, N / 2).await;
-    let spooled = wait_metric(&gw, "mcp_gateway_log_spooled_total", 1.0, Duration::from_secs(10)).await;
+    let spooled = wait_metric(
+        &gw,
+        "mcp_gateway_log_spooled_total",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(spooled >= 1.0, "nothing was spooled while Redis was down");
     redis.restart().await;
-    expect_rows(&db.url(), &tag, N as i64, Duration::from_secs(40), Some(&gw)).await;
+    expect_rows(
+        &db.url(),
+        &tag,
+        N as i64,
+        Duration::from_secs(40),
+        Some(&gw),
+    )
+    .await;
     let m = gw.metrics().await;
     assert!(metric(&m, "mcp_gateway_log_replayed_total") >= 1.0);
     assert!(metric(&m, r#"mcp_gateway_redis_errors_total{op="xadd"}"#) >= 1.0);
@@ -540,13 +586,37 @@ async fn database_stopped_mid_run_and_restarted() {
     let sid = raw_session(&http, &gw.url()).await;
     let tag = unique_name("ds");
     calls(&gw, &http, &sid, &tag, 0, N / 2).await;
-    expect_rows(&pg.url(), &tag, (N / 2) as i64, Duration::from_secs(30), Some(&gw)).await;
+    expect_rows(
+        &pg.url(),
+        &tag,
+        (N / 2) as i64,
+        Duration::from_secs(30),
+        Some(&gw),
+    )
+    .await;
     pg.stop();
     calls(&gw, &http, &sid, &tag, N / 2, N / 2).await;
-    let spooled = wait_metric(&gw, "mcp_gateway_log_spooled_total", (N / 2) as f64, Duration::from_secs(20)).await;
-    assert!(spooled >= (N / 2) as f64, "spooled {spooled}; log:\n{}", gw.log_text());
+    let spooled = wait_metric(
+        &gw,
+        "mcp_gateway_log_spooled_total",
+        (N / 2) as f64,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        spooled >= (N / 2) as f64,
+        "spooled {spooled}; log:\n{}",
+        gw.log_text()
+    );
     pg.restart().await;
-    expect_rows(&pg.url(), &tag, N as i64, Duration::from_secs(40), Some(&gw)).await;
+    expect_rows(
+        &pg.url(),
+        &tag,
+        N as i64,
+        Duration::from_secs(40),
+        Some(&gw),
+    )
+    .await;
     let m = gw.metrics().await;
     assert!(metric(&m, r#"mcp_gateway_database_errors_total{op="write"}"#) >= 1.0);
     assert!(metric(&m, "mcp_gateway_log_replayed_total") >= (N / 2) as f64);
@@ -567,9 +637,22 @@ async fn database_stopped_behind_redis_and_restarted() {
     pg.stop();
     // The stream holds what the database cannot take yet; nothing is acknowledged.
     calls(&gw, &http, &sid, &tag, 5, N - 5).await;
-    wait_metric(&gw, r#"mcp_gateway_database_errors_total{op="write"}"#, 1.0, Duration::from_secs(20)).await;
+    wait_metric(
+        &gw,
+        r#"mcp_gateway_database_errors_total{op="write"}"#,
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
     pg.restart().await;
-    expect_rows(&pg.url(), &tag, N as i64, Duration::from_secs(40), Some(&gw)).await;
+    expect_rows(
+        &pg.url(),
+        &tag,
+        N as i64,
+        Duration::from_secs(40),
+        Some(&gw),
+    )
+    .await;
 }
 
 /// Records already fsynced to the spool survive a SIGKILL of the gateway and are replayed
@@ -586,16 +669,40 @@ async fn gateway_sigkill_keeps_spooled_records() {
         let sid = raw_session(&http, &gw.url()).await;
         // Make sure the schema exists before the database goes away.
         calls(&gw, &http, &sid, &format!("{tag}warm"), 0, 1).await;
-        expect_rows(&pg.url(), &format!("{tag}warm"), 1, Duration::from_secs(30), Some(&gw)).await;
+        expect_rows(
+            &pg.url(),
+            &format!("{tag}warm"),
+            1,
+            Duration::from_secs(30),
+            Some(&gw),
+        )
+        .await;
         pg.stop();
         calls(&gw, &http, &sid, &tag, 0, N).await;
-        let spooled = wait_metric(&gw, "mcp_gateway_log_spooled_total", N as f64, Duration::from_secs(30)).await;
-        assert!(spooled >= N as f64, "spooled {spooled}; log:\n{}", gw.log_text());
+        let spooled = wait_metric(
+            &gw,
+            "mcp_gateway_log_spooled_total",
+            N as f64,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            spooled >= N as f64,
+            "spooled {spooled}; log:\n{}",
+            gw.log_text()
+        );
         gw.signal(libc::SIGKILL);
     }
     pg.restart().await;
     let gw = setup.start().await;
-    expect_rows(&pg.url(), &tag, N as i64, Duration::from_secs(40), Some(&gw)).await;
+    expect_rows(
+        &pg.url(),
+        &tag,
+        N as i64,
+        Duration::from_secs(40),
+        Some(&gw),
+    )
+    .await;
 }
 
 /// Batches already in the Redis Stream but not yet in the database when the gateway is
@@ -631,7 +738,14 @@ async fn gateway_sigkill_pending_stream_entries_are_claimed() {
         let http = client("frank");
         let sid = raw_session(&http, &gw.url()).await;
         calls(&gw, &http, &sid, &format!("{tag}warm"), 0, 1).await;
-        expect_rows(&pg.url(), &format!("{tag}warm"), 1, Duration::from_secs(30), Some(&gw)).await;
+        expect_rows(
+            &pg.url(),
+            &format!("{tag}warm"),
+            1,
+            Duration::from_secs(30),
+            Some(&gw),
+        )
+        .await;
         pg.stop();
         calls(&gw, &http, &sid, &tag, 0, N).await;
         let shipped = wait_metric(
@@ -643,13 +757,26 @@ async fn gateway_sigkill_pending_stream_entries_are_claimed() {
         .await;
         assert!(shipped >= (N + 3) as f64, "shipped {shipped}");
         // The shipper read them and could not store them: pending, not acknowledged.
-        wait_metric(&gw, r#"mcp_gateway_database_errors_total{op="write"}"#, 1.0, Duration::from_secs(20)).await;
+        wait_metric(
+            &gw,
+            r#"mcp_gateway_database_errors_total{op="write"}"#,
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
         gw.signal(libc::SIGKILL);
     }
     pg.restart().await;
     let (port, admin) = (free_port(), free_port());
     let gw = Gateway::start_with(&config_for(&setup, port, admin), port, admin).await;
-    expect_rows(&pg.url(), &tag, N as i64, Duration::from_secs(60), Some(&gw)).await;
+    expect_rows(
+        &pg.url(),
+        &tag,
+        N as i64,
+        Duration::from_secs(60),
+        Some(&gw),
+    )
+    .await;
 }
 
 /// SIGTERM flushes the in-memory queue; SIGKILL loses exactly what was still in it (the
@@ -667,7 +794,11 @@ async fn sigterm_flushes_the_queue_and_sigkill_loses_only_the_queue() {
         let http = client("gina");
         let sid = raw_session(&http, &gw.url()).await;
         calls(&gw, &http, &sid, &tag, 0, N).await;
-        assert_eq!(count_tag(&db.url(), &tag).await, 0, "nothing shipped before shutdown");
+        assert_eq!(
+            count_tag(&db.url(), &tag).await,
+            0,
+            "nothing shipped before shutdown"
+        );
         gw.signal(libc::SIGTERM);
         let status = gw.wait_exit(Duration::from_secs(30));
         assert!(status.success(), "exit: {status:?}");
@@ -755,8 +886,12 @@ async fn request_id_is_the_same_everywhere() {
                 .unwrap_or_else(|| panic!("no x-request-id in the answer"));
             let text = r.text().await.unwrap_or_default();
             let v = find_response(&text, 7).unwrap_or_else(|| panic!("no answer: {text}"));
-            let who: Value = serde_json::from_str(&result_text(&v)).unwrap_or_else(|e| panic!("{e}"));
-            let seen = who["headers"]["x-request-id"].as_str().unwrap_or_default().to_string();
+            let who: Value =
+                serde_json::from_str(&result_text(&v)).unwrap_or_else(|e| panic!("{e}"));
+            let seen = who["headers"]["x-request-id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             (header, seen)
         }
     };
@@ -781,7 +916,9 @@ async fn request_id_is_the_same_everywhere() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 401);
     assert_eq!(
-        r.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
         Some("refused-1")
     );
 
@@ -801,18 +938,50 @@ async fn request_id_is_the_same_everywhere() {
         if find("refused-1".into()).await.is_some() && find(replaced.clone()).await.is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "rows did not arrive; log:\n{}", gw.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "rows did not arrive; log:\n{}",
+            gw.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let row = find("trace-abc-123".into()).await.unwrap_or_else(|| panic!("no row"));
-    assert_eq!(row.try_get::<Option<String>, _>("tool").ok().flatten().as_deref(), Some("whoami"));
+    let row = find("trace-abc-123".into())
+        .await
+        .unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        row.try_get::<Option<String>, _>("tool")
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("whoami")
+    );
     let row = find(replaced).await.unwrap_or_else(|| panic!("no row"));
-    assert_eq!(row.try_get::<Option<String>, _>("tool").ok().flatten().as_deref(), Some("whoami"));
-    let row = find("refused-1".into()).await.unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        row.try_get::<Option<String>, _>("tool")
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("whoami")
+    );
+    let row = find("refused-1".into())
+        .await
+        .unwrap_or_else(|| panic!("no row"));
     assert_eq!(row.try_get::<i64, _>("status").ok(), Some(401));
-    assert_eq!(row.try_get::<String, _>("auth").ok().as_deref(), Some("unauthenticated"));
-    assert_eq!(row.try_get::<Option<String>, _>("error").ok().flatten().as_deref(), Some("unauthenticated"));
-    assert_eq!(row.try_get::<Option<i64>, _>("rpc_error").ok().flatten(), Some(-32004));
+    assert_eq!(
+        row.try_get::<String, _>("auth").ok().as_deref(),
+        Some("unauthenticated")
+    );
+    assert_eq!(
+        row.try_get::<Option<String>, _>("error")
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("unauthenticated")
+    );
+    assert_eq!(
+        row.try_get::<Option<i64>, _>("rpc_error").ok().flatten(),
+        Some(-32004)
+    );
     p.close().await;
     let m = gw.metrics().await;
     assert!(metric(&m, r#"mcp_gateway_auth_failures_total{reason="missing"}"#) >= 1.0);
@@ -841,9 +1010,15 @@ async fn operators_read_logs_over_http_and_the_cli() {
         }
         r.send()
     };
-    assert_eq!(get(None).await.map(|r| r.status().as_u16()).unwrap_or(0), 401);
     assert_eq!(
-        get(Some("Bearer not-a-token".into())).await.map(|r| r.status().as_u16()).unwrap_or(0),
+        get(None).await.map(|r| r.status().as_u16()).unwrap_or(0),
+        401
+    );
+    assert_eq!(
+        get(Some("Bearer not-a-token".into()))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0),
         401
     );
     assert_eq!(
@@ -853,7 +1028,10 @@ async fn operators_read_logs_over_http_and_the_cli() {
             .unwrap_or(0),
         403
     );
-    for auth in [format!("Bearer {}", token("root", &["admin"])), format!("Bearer {STATIC}")] {
+    for auth in [
+        format!("Bearer {}", token("root", &["admin"])),
+        format!("Bearer {STATIC}"),
+    ] {
         let r = get(Some(auth)).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
@@ -875,16 +1053,26 @@ async fn operators_read_logs_over_http_and_the_cli() {
 
     let cfg = gw.log.with_file_name("gateway.yaml");
     let out = Command::new(PROXY)
-        .args(["logs", "--since", "10m", "--tool", "add", "--json", "--limit", "1000", "--config"])
+        .args([
+            "logs", "--since", "10m", "--tool", "add", "--json", "--limit", "1000", "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mine = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["request_id"].as_str().is_some_and(|id| id.starts_with(&tag)))
+        .filter(|v| {
+            v["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(&tag))
+        })
         .count();
     assert_eq!(mine, 6, "{text}");
     let out = Command::new(PROXY)
@@ -893,4 +1081,39 @@ async fn operators_read_logs_over_http_and_the_cli() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The `logging:` section: defaults, values, and every bad value reported with its line.
+#[test]
+fn logging_section_is_validated_with_lines() {
+    let base = "listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\nroutes: [{ path: /mcp, pool: p }]\npools:\n  p: { upstreams: [\"127.0.0.1:3\"] }\n";
+    let cfg = mcp_proxy::config::parse(base, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.logging, mcp_proxy::config::LoggingConfig::default());
+    let good = format!(
+        "{base}logging:\n  queue_size: 1000\n  batch_size: 50\n  batch_interval: 20ms\n  stream: logs\n  retention: 0s\n  spool_dir: /var/spool/gw\n"
+    );
+    let cfg = mcp_proxy::config::parse(&good, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.logging.queue_size, 1000);
+    assert_eq!(cfg.logging.batch_size, 50);
+    assert_eq!(cfg.logging.batch_interval, Duration::from_millis(20));
+    assert_eq!(cfg.logging.retention, None);
+    let bad = format!(
+        "{base}logging:\n  queue_size: 3\n  batch_size: 0\n  stream: \"a b\"\n  retention: 5s\n  colour: red\n"
+    );
+    let errors = mcp_proxy::config::parse(&bad, "t.yaml")
+        .err()
+        .unwrap_or_else(|| panic!("accepted"))
+        .to_string();
+    for expected in [
+        "t.yaml:7:15: logging.queue_size: must be 16–10000000, got 3",
+        "t.yaml:8:15: logging.batch_size: must be 1–5000, got 0",
+        "t.yaml:9:11: logging.stream:",
+        "t.yaml:10:14: logging.retention: must be at least 1m",
+        "logging.colour: unknown field `colour`",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
 }

@@ -55,7 +55,10 @@ fn static_token_matches(presented: &str) -> bool {
     // Compare digests: equal-length values, so the comparison time says nothing useful.
     let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `Ok(())` for an admin; otherwise the 401/403 answer.
@@ -68,7 +71,10 @@ pub async fn require_admin(shared: &Shared, headers: &HeaderMap) -> Result<(), R
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return Err(error(StatusCode::UNAUTHORIZED, "a bearer token with the admin role is required"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token with the admin role is required",
+        ));
     };
     if static_token_matches(token) {
         return Ok(());
@@ -77,7 +83,10 @@ pub async fn require_admin(shared: &Shared, headers: &HeaderMap) -> Result<(), R
     match rt.verifier.verify_refreshing(token).await {
         Ok(id) if id.roles.iter().any(|r| r == ADMIN_ROLE) => Ok(()),
         Ok(_) => Err(error(StatusCode::FORBIDDEN, "the admin role is required")),
-        Err(e) => Err(error(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"))),
+        Err(e) => Err(error(
+            StatusCode::UNAUTHORIZED,
+            format!("invalid token: {e}"),
+        )),
     }
 }
 
@@ -139,15 +148,29 @@ pub async fn get_logs(
     let pool = match db.lock().await.pool().await {
         Ok(p) => p,
         Err(e) => {
-            shared.metrics.database_errors.with_label_values(&["read"]).inc();
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"));
+            shared
+                .metrics
+                .database_errors
+                .with_label_values(&["read"])
+                .inc();
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unavailable: {e}"),
+            );
         }
     };
     match db::query(&pool, &q).await {
         Ok(records) => Json(serde_json::json!({ "records": records })).into_response(),
         Err(e) => {
-            shared.metrics.database_errors.with_label_values(&["read"]).inc();
-            error(StatusCode::SERVICE_UNAVAILABLE, format!("database error: {e}"))
+            shared
+                .metrics
+                .database_errors
+                .with_label_values(&["read"])
+                .inc();
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database error: {e}"),
+            )
         }
     }
 }
@@ -165,7 +188,10 @@ mod tests {
                 .collect::<HashMap<_, _>>()
         };
         let q = parse_query(&p(&[("tool", "add"), ("status", "200"), ("limit", "5")]), 0).unwrap();
-        assert_eq!((q.tool.as_deref(), q.status, q.limit), (Some("add"), Some(200), 5));
+        assert_eq!(
+            (q.tool.as_deref(), q.status, q.limit),
+            (Some("add"), Some(200), 5)
+        );
         assert!(parse_query(&p(&[("limit", "0")]), 0).is_err());
         assert!(parse_query(&p(&[("limit", "100000")]), 0).is_err());
         assert!(parse_query(&p(&[("status", "abc")]), 0).is_err());

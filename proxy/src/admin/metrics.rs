@@ -227,10 +227,8 @@ impl Metrics {
             "mcp_gateway_log_stored_total",
             "Log records the stream shipper wrote to the database",
         )?;
-        let log_spool_bytes = IntGauge::new(
-            "mcp_gateway_log_spool_bytes",
-            "Bytes in the disk spool",
-        )?;
+        let log_spool_bytes =
+            IntGauge::new("mcp_gateway_log_spool_bytes", "Bytes in the disk spool")?;
         let redis_errors = cv(
             "mcp_gateway_redis_errors_total",
             "Failed Redis operations of the log pipeline, by operation",
@@ -253,8 +251,8 @@ impl Metrics {
                 "Time from sending the request to a worker to its response header",
             )
             .buckets(vec![
-                0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                2.5, 5.0, 10.0, 30.0,
+                0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                5.0, 10.0, 30.0,
             ]),
             &["pool"],
         )?;

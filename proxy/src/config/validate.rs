@@ -398,7 +398,11 @@ impl Validator<'_> {
         match v {
             None => dflt,
             Some(s) if s.value < lo || s.value > hi => {
-                self.err(&s.referenced, path, format!("must be {lo}–{hi}, got {}", s.value));
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!("must be {lo}–{hi}, got {}", s.value),
+                );
                 dflt
             }
             Some(s) => s.value,
@@ -438,10 +442,20 @@ impl Validator<'_> {
         let Some(l) = l else {
             return d;
         };
-        let queue_size =
-            self.ranged(&l.queue_size, "logging.queue_size", 16, 10_000_000, d.queue_size as u64);
-        let batch_size =
-            self.ranged(&l.batch_size, "logging.batch_size", 1, 5_000, d.batch_size as u64);
+        let queue_size = self.ranged(
+            &l.queue_size,
+            "logging.queue_size",
+            16,
+            10_000_000,
+            d.queue_size as u64,
+        );
+        let batch_size = self.ranged(
+            &l.batch_size,
+            "logging.batch_size",
+            1,
+            5_000,
+            d.batch_size as u64,
+        );
         let batch_interval = self.ranged_duration(
             &l.batch_interval,
             "logging.batch_interval",

@@ -133,11 +133,7 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         user_agent: header_text(session, "user-agent"),
         route: route.map(|r| r.path.clone()),
         pool: route.map(|r| r.pool.name.clone()),
-        worker: ctx
-            .routing
-            .guard
-            .as_ref()
-            .map(|g| g.worker().id.clone()),
+        worker: ctx.routing.guard.as_ref().map(|g| g.worker().id.clone()),
         http_method: session.req_header().method.as_str().to_owned(),
         tool: if rpc_method.as_deref() == Some("tools/call") {
             first_tool(ctx).map(str::to_owned)
@@ -177,6 +173,9 @@ mod tests {
             rpc_error_code(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32602,\"message\":\"bad\"}}\n\n"),
             Some(-32602)
         );
-        assert_eq!(rpc_error_code(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None);
+        assert_eq!(
+            rpc_error_code(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            None
+        );
     }
 }

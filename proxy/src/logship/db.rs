@@ -46,34 +46,34 @@ impl LogDb {
     }
 
     /// `Store::connect` (SQLite file, migrations) on a thread and runtime of its own: its future
-/// is not `Send` for every lifetime (sqlx's migrator), so it cannot run in a spawned task.
-async fn prepare(url: &str, migrate: bool) -> Result<(), String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let url = url.to_owned();
-    std::thread::Builder::new()
-        .name("mcp-logdb-open".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    rt.block_on(async {
-                        let store = crate::store::Store::connect(&url, migrate)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        store.close().await;
-                        Ok(())
-                    })
-                });
-            let _ = tx.send(result);
-        })
-        .map_err(|e| e.to_string())?;
-    rx.await
-        .map_err(|_| "database open thread failed".to_string())?
-}
+    /// is not `Send` for every lifetime (sqlx's migrator), so it cannot run in a spawned task.
+    async fn prepare(url: &str, migrate: bool) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let url = url.to_owned();
+        std::thread::Builder::new()
+            .name("mcp-logdb-open".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let store = crate::store::Store::connect(&url, migrate)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            store.close().await;
+                            Ok(())
+                        })
+                    });
+                let _ = tx.send(result);
+            })
+            .map_err(|e| e.to_string())?;
+        rx.await
+            .map_err(|_| "database open thread failed".to_string())?
+    }
 
-/// Write a batch in one transaction. Entries already stored are skipped.
+    /// Write a batch in one transaction. Entries already stored are skipped.
     pub async fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
         let pool = self.pool().await?;
         let result = write_batch(&pool, entries).await;

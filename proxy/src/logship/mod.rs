@@ -121,7 +121,7 @@ enum Sink {
     Trace,
     Db(db::LogDb),
     Redis {
-        conn: stream::Conn,
+        conn: Box<stream::Conn>,
         key: String,
         maxlen: u64,
     },
@@ -176,7 +176,11 @@ async fn blocking<T: Send + 'static>(
 impl Batcher {
     fn sink_error(&self, e: &str) {
         match self.sink {
-            Sink::Db(_) => self.metrics.database_errors.with_label_values(&["write"]).inc(),
+            Sink::Db(_) => self
+                .metrics
+                .database_errors
+                .with_label_values(&["write"])
+                .inc(),
             Sink::Redis { .. } => self.metrics.redis_errors.with_label_values(&["xadd"]).inc(),
             Sink::Trace => {}
         }
@@ -200,7 +204,10 @@ impl Batcher {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a log batch; dropped");
-                self.metrics.log_dropped.with_label_values(&["encode"]).inc_by(n);
+                self.metrics
+                    .log_dropped
+                    .with_label_values(&["encode"])
+                    .inc_by(n);
                 batch.clear();
                 return;
             }
@@ -224,18 +231,27 @@ impl Batcher {
 
     async fn to_spool(&self, payload: Vec<u8>, n: u64) {
         let Some(spool) = &self.spool else {
-            self.metrics.log_dropped.with_label_values(&["no_spool"]).inc_by(n);
+            self.metrics
+                .log_dropped
+                .with_label_values(&["no_spool"])
+                .inc_by(n);
             return;
         };
         match blocking(spool, move |s| s.append(&payload)).await {
             Ok(true) => self.metrics.log_spooled.inc_by(n),
             Ok(false) => {
                 tracing::error!(records = n, "log spool full; batch dropped");
-                self.metrics.log_dropped.with_label_values(&["spool_full"]).inc_by(n);
+                self.metrics
+                    .log_dropped
+                    .with_label_values(&["spool_full"])
+                    .inc_by(n);
             }
             Err(e) => {
                 tracing::error!(error = %e, records = n, "cannot write the log spool; batch dropped");
-                self.metrics.log_dropped.with_label_values(&["spool_error"]).inc_by(n);
+                self.metrics
+                    .log_dropped
+                    .with_label_values(&["spool_error"])
+                    .inc_by(n);
             }
         }
     }
@@ -299,7 +315,7 @@ pub fn start(
     let sink = match (redis, database) {
         (Some(r), _) => match stream::Conn::new(&r.url) {
             Ok(conn) => Sink::Redis {
-                conn,
+                conn: Box::new(conn),
                 key: stream::stream_key(&r.prefix, &cfg.stream),
                 maxlen: cfg.stream_maxlen,
             },
@@ -499,7 +515,9 @@ async fn run_shipper(
         for (id, payload) in entries {
             match payload.map(|p| serde_json::from_slice::<Vec<Entry>>(&p)) {
                 Some(Ok(mut b)) => batch.append(&mut b),
-                _ => tracing::error!(id = %id, "unreadable log batch in the stream; acknowledged and skipped"),
+                _ => {
+                    tracing::error!(id = %id, "unreadable log batch in the stream; acknowledged and skipped")
+                }
             }
             ids.push(id);
         }
@@ -509,9 +527,7 @@ async fn run_shipper(
             tokio::time::sleep(pause).await;
             continue;
         }
-        metrics
-            .log_stored
-            .inc_by(batch.len() as u64);
+        metrics.log_stored.inc_by(batch.len() as u64);
         if let Err(e) = stream::ack(&mut conn, &key, GROUP, &ids).await {
             // Not acknowledged: shipped again later, and skipped by the database as duplicates.
             redis_failed(&metrics, "xack", &e, &mut have_group);
@@ -543,7 +559,10 @@ async fn run_retention(
         let pool = match conn.pool().await {
             Ok(p) => p,
             Err(e) => {
-                metrics.database_errors.with_label_values(&["retention"]).inc();
+                metrics
+                    .database_errors
+                    .with_label_values(&["retention"])
+                    .inc();
                 tracing::debug!(error = %e, "retention: database unavailable");
                 continue;
             }
@@ -553,7 +572,10 @@ async fn run_retention(
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "retention: old request logs deleted"),
             Err(e) => {
-                metrics.database_errors.with_label_values(&["retention"]).inc();
+                metrics
+                    .database_errors
+                    .with_label_values(&["retention"])
+                    .inc();
                 tracing::warn!(error = %e, "retention failed");
             }
         }
@@ -567,7 +589,8 @@ pub fn print_logs(
     q: &db::LogQuery,
     json: bool,
 ) -> Result<usize, String> {
-    let d = database.ok_or("the configuration has no database: request records go to the tracing log only")?;
+    let d = database
+        .ok_or("the configuration has no database: request records go to the tracing log only")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -582,7 +605,8 @@ pub fn print_logs(
         if json {
             println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
         } else {
-            let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.at).unwrap_or(0));
+            let at =
+                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(r.at).unwrap_or(0));
             println!(
                 "{} {} {} {} {} {} {} user={} {}us",
                 humantime::format_rfc3339_millis(at),

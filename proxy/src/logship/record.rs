@@ -72,8 +72,7 @@ pub fn request_id(presented: Option<&[u8]>) -> String {
 pub fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
-        && v
-            .iter()
+        && v.iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(b))
 }
 
@@ -99,7 +98,10 @@ mod tests {
         }
         let long = vec![b'a'; MAX_REQUEST_ID + 1];
         assert_eq!(request_id(Some(&long)).len(), 36);
-        assert_eq!(request_id(Some(&long[..MAX_REQUEST_ID])).len(), MAX_REQUEST_ID);
+        assert_eq!(
+            request_id(Some(&long[..MAX_REQUEST_ID])).len(),
+            MAX_REQUEST_ID
+        );
         assert_ne!(request_id(None), request_id(None));
     }
 

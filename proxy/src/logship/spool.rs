@@ -101,7 +101,9 @@ impl Spool {
     pub fn is_empty(&self) -> bool {
         match self.segments.front() {
             None => true,
-            Some(&(seq, size)) => self.segments.len() == 1 && seq == self.cursor.0 && self.cursor.1 >= size,
+            Some(&(seq, size)) => {
+                self.segments.len() == 1 && seq == self.cursor.0 && self.cursor.1 >= size
+            }
         }
     }
 
@@ -119,7 +121,11 @@ impl Spool {
                 .is_none_or(|&(s, size)| s != *seq || size + frame > SEGMENT_BYTES),
         };
         if roll {
-            let seq = self.segments.back().map(|s| s.0 + 1).unwrap_or(self.cursor.0.max(1));
+            let seq = self
+                .segments
+                .back()
+                .map(|s| s.0 + 1)
+                .unwrap_or(self.cursor.0.max(1));
             let file = OpenOptions::new()
                 .create_new(true)
                 .append(true)
@@ -301,7 +307,16 @@ mod tests {
         assert!(!s.is_empty());
         assert!(s.append(&[9; 3]).unwrap());
         let got = drain(&mut s);
-        assert_eq!(got, vec![vec![1; 10], vec![2; 10], vec![3; 10], vec![4; 10], vec![9; 3]]);
+        assert_eq!(
+            got,
+            vec![
+                vec![1; 10],
+                vec![2; 10],
+                vec![3; 10],
+                vec![4; 10],
+                vec![9; 3]
+            ]
+        );
         assert!(s.is_empty());
         drop(s);
         let mut s = Spool::open(&d, 1 << 20).unwrap();

@@ -82,7 +82,11 @@ pub async fn add(conn: &mut Conn, key: &str, maxlen: u64, payload: &[u8]) -> Res
 /// Create the group (reading from the start of the stream) unless it exists.
 pub async fn ensure_group(conn: &mut Conn, key: &str, group: &str) -> Result<(), String> {
     let mut cmd = redis::cmd("XGROUP");
-    cmd.arg("CREATE").arg(key).arg(group).arg("0").arg("MKSTREAM");
+    cmd.arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM");
     match conn.run(&cmd, Duration::ZERO).await {
         Ok(_) => Ok(()),
         Err(e) if e.contains("BUSYGROUP") => Ok(()),
