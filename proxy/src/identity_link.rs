@@ -64,6 +64,21 @@ impl IdentityProvider for Provider {
     }
 }
 
+struct LogShipAudit(Arc<crate::logship::LogShip>);
+
+impl identity::AuditSink for LogShipAudit {
+    fn audit(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        subject: Option<&str>,
+        ip: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        self.0.audit(kind, user_id, subject, ip, detail);
+    }
+}
+
 /// Hand the service's current verification keys to the proxy's verifier.
 fn publish_keys(shared: &Shared, svc: &IdentityService) {
     let keys = svc
@@ -112,6 +127,7 @@ pub async fn start(
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
+    svc.attach_audit_sink(Arc::new(LogShipAudit(shared.logship.clone())));
     if let Some(r) = redis {
         let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
         svc.attach_bus(bus.clone());

@@ -44,11 +44,25 @@ fn check(payload: &[u8]) -> u64 {
 }
 
 impl Spool {
-    /// Open (creating) the spool directory and find the segments left by earlier runs.
+    /// Find the segments left by earlier runs. The directory is made on the first append
+    /// (a gateway whose sinks never fail leaves no trace); one that cannot be made is an error
+    /// now, not later.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if parent.exists() && !parent.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    parent.display()
+                )));
+            }
+        }
         let mut segments = Vec::new();
-        for entry in fs::read_dir(dir)? {
+        let listing = match fs::read_dir(dir) {
+            Ok(l) => Some(l),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        for entry in listing.into_iter().flatten() {
             let entry = entry?;
             let name = entry.file_name();
             let Some(seq) = name
@@ -121,6 +135,7 @@ impl Spool {
                 .is_none_or(|&(s, size)| s != *seq || size + frame > SEGMENT_BYTES),
         };
         if roll {
+            fs::create_dir_all(&self.dir)?;
             let seq = self
                 .segments
                 .back()
