@@ -132,6 +132,9 @@ fn default_redis_prefix() -> String {
 
 #[derive(Debug, Deserialize)]
 pub struct LoggingFile {
+    /// Record requests at all (off: no record is built; audit events still flow).
+    #[serde(default)]
+    pub enabled: Option<bool>,
     /// Records held in memory between the proxy phases and the batcher; beyond: dropped.
     #[serde(default)]
     pub queue_size: Option<Spanned<u64>>,

@@ -72,6 +72,7 @@ pub struct RedisConfig {
 /// The request log pipeline; see docs/logging.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggingConfig {
+    pub enabled: bool,
     pub queue_size: usize,
     pub batch_size: usize,
     pub batch_interval: Duration,
@@ -89,6 +90,7 @@ pub struct LoggingConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
+            enabled: true,
             queue_size: 65_536,
             batch_size: 256,
             batch_interval: Duration::from_millis(200),

@@ -531,6 +531,7 @@ impl Validator<'_> {
             d.retention_check,
         );
         LoggingConfig {
+            enabled: l.enabled.unwrap_or(d.enabled),
             queue_size: queue_size as usize,
             batch_size: batch_size as usize,
             batch_interval,

@@ -197,8 +197,10 @@ impl ProxyHttp for Gateway {
             .or_else(|| ctx.refusal.as_ref().map(GatewayError::http_status))
             .unwrap_or(0);
         logrecord::metrics(&self.shared, ctx);
-        let record = logrecord::build(session, ctx, status);
-        self.shared.logship.record(record);
+        if self.shared.logship.enabled() {
+            let record = logrecord::build(session, ctx, status);
+            self.shared.logship.record(record);
+        }
         let route = ctx
             .routing
             .route

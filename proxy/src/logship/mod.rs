@@ -43,6 +43,7 @@ pub struct LogShip {
     flushed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     flushed_tx: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     started: AtomicBool,
+    enabled: bool,
 }
 
 impl LogShip {
@@ -61,7 +62,13 @@ impl LogShip {
             flushed: Mutex::new(Some(done_rx)),
             flushed_tx: Mutex::new(Some(done_tx)),
             started: AtomicBool::new(false),
+            enabled: cfg.enabled,
         }
+    }
+
+    /// False when `logging.enabled` is off: the logging phase builds no record.
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Hand a request record over. Never waits: a full queue drops it and counts.
