@@ -1,6 +1,8 @@
 //! The request's log record: its id (taken in `request_filter`), facts gathered along the
 //! phases, and the record built in `logging` and handed to the log pipeline.
 
+use std::borrow::Cow;
+
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -14,8 +16,10 @@ use crate::runtime::Shared;
 const REQUEST_ID: &str = "x-request-id";
 /// Longest header value copied into a record (user agent, protocol version).
 const MAX_HEADER_TEXT: usize = 256;
-/// How much of the first response chunk is searched for a JSON-RPC error code.
-const SCAN_BYTES: usize = 4096;
+/// How much of the first response chunk is searched for a JSON-RPC error code. A JSON-RPC
+/// error answer names `error` right after `jsonrpc` and `id` (also inside an SSE `data:`
+/// line), so the start is enough; the scan runs on every proxied answer.
+const SCAN_BYTES: usize = 256;
 
 /// Keep the client's `X-Request-Id` when it is safe, otherwise make one and put it in the
 /// request, so the worker (which gets the request's headers) and error answers see it.
@@ -117,8 +121,14 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         .headers
         .get(crate::mcp::headers::SESSION_ID)
         .map(|v| {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             let d = Sha256::digest(v.as_bytes());
-            d[..8].iter().map(|b| format!("{b:02x}")).collect()
+            let mut s = String::with_capacity(16);
+            for b in &d[..8] {
+                s.push(char::from(HEX[usize::from(b >> 4)]));
+                s.push(char::from(HEX[usize::from(b & 15)]));
+            }
+            s
         });
     let rpc_method = ctx.rpc_method().map(str::to_owned);
     RequestRecord {
@@ -134,7 +144,12 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         route: route.map(|r| r.path.clone()),
         pool: route.map(|r| r.pool.name.clone()),
         worker: ctx.routing.guard.as_ref().map(|g| g.worker().id.clone()),
-        http_method: session.req_header().method.as_str().to_owned(),
+        http_method: match session.req_header().method.as_str() {
+            "POST" => Cow::Borrowed("POST"),
+            "GET" => Cow::Borrowed("GET"),
+            "DELETE" => Cow::Borrowed("DELETE"),
+            other => Cow::Owned(other.to_owned()),
+        },
         tool: if rpc_method.as_deref() == Some("tools/call") {
             first_tool(ctx).map(str::to_owned)
         } else {
@@ -153,9 +168,9 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         upstream_us: ctx.log.upstream_micros.map(|u| u as i64),
         bytes_in: session.body_bytes_read() as i64,
         bytes_out: session.body_bytes_sent() as i64,
-        rate_limit: ctx.log.rate_limit.map(str::to_owned),
-        auth: auth_outcome(ctx).to_owned(),
-        error: ctx.refusal.as_ref().map(|e| e.kind().to_owned()),
+        rate_limit: ctx.log.rate_limit.map(Cow::Borrowed),
+        auth: Cow::Borrowed(auth_outcome(ctx)),
+        error: ctx.refusal.as_ref().map(|e| Cow::Borrowed(e.kind())),
     }
 }
 

@@ -147,7 +147,7 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
                 .bind(r.route.clone())
                 .bind(r.pool.clone())
                 .bind(r.worker.clone())
-                .bind(r.http_method.clone())
+                .bind(r.http_method.to_string())
                 .bind(r.rpc_method.clone())
                 .bind(r.tool.clone())
                 .bind(r.session_hash.clone())
@@ -158,9 +158,9 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
                 .bind(r.upstream_us)
                 .bind(r.bytes_in)
                 .bind(r.bytes_out)
-                .bind(r.rate_limit.clone())
-                .bind(r.auth.clone())
-                .bind(r.error.clone());
+                .bind(r.rate_limit.as_ref().map(|w| w.to_string()))
+                .bind(r.auth.to_string())
+                .bind(r.error.as_ref().map(|w| w.to_string()));
         }
         q.execute(&mut *tx).await?;
     }
@@ -215,7 +215,7 @@ fn from_row(row: &AnyRow) -> Result<RequestRecord, sqlx::Error> {
         route: row.try_get("route")?,
         pool: row.try_get("pool")?,
         worker: row.try_get("worker")?,
-        http_method: row.try_get("http_method")?,
+        http_method: row.try_get::<String, _>("http_method")?.into(),
         rpc_method: row.try_get("rpc_method")?,
         tool: row.try_get("tool")?,
         session_hash: row.try_get("session_hash")?,
@@ -226,9 +226,11 @@ fn from_row(row: &AnyRow) -> Result<RequestRecord, sqlx::Error> {
         upstream_us: row.try_get("upstream_us")?,
         bytes_in: row.try_get("bytes_in")?,
         bytes_out: row.try_get("bytes_out")?,
-        rate_limit: row.try_get("rate_limit")?,
-        auth: row.try_get("auth")?,
-        error: row.try_get("error")?,
+        rate_limit: row
+            .try_get::<Option<String>, _>("rate_limit")?
+            .map(Into::into),
+        auth: row.try_get::<String, _>("auth")?.into(),
+        error: row.try_get::<Option<String>, _>("error")?.map(Into::into),
     })
 }
 

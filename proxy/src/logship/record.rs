@@ -1,7 +1,12 @@
 //! What is recorded: one `RequestRecord` per request, and audit events, both serialised as
 //! JSON on their way through Redis and the spool.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+
+/// Text that is most often one of a few fixed words (no allocation on the request path).
+pub type Word = Cow<'static, str>;
 
 /// One request, as stored in `request_logs`. Times are unix milliseconds, durations
 /// microseconds.
@@ -16,7 +21,7 @@ pub struct RequestRecord {
     pub route: Option<String>,
     pub pool: Option<String>,
     pub worker: Option<String>,
-    pub http_method: String,
+    pub http_method: Word,
     pub rpc_method: Option<String>,
     pub tool: Option<String>,
     /// The first 16 hex digits of SHA-256 of the sealed session id (never the id itself).
@@ -29,11 +34,11 @@ pub struct RequestRecord {
     pub bytes_in: i64,
     pub bytes_out: i64,
     /// The rate limiter's decision (`allowed`, `limited`, …), when one was taken.
-    pub rate_limit: Option<String>,
+    pub rate_limit: Option<Word>,
     /// `anonymous`, `ok`, or the refusal kind (`unauthenticated`, `forbidden`, …).
-    pub auth: String,
+    pub auth: Word,
     /// The gateway's refusal kind, when it answered itself.
-    pub error: Option<String>,
+    pub error: Option<Word>,
 }
 
 /// A security event for `audit_events`. The id is made when the event is, so a replayed
