@@ -188,9 +188,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.counted {
-            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -235,5 +232,10 @@ impl ProxyHttp for Gateway {
             micros = ctx.start.elapsed().as_micros() as u64,
             "request"
         );
+        // Last: shutdown waits for this count to reach zero before it flushes the log queue,
+        // so the record above is already queued.
+        if ctx.counted {
+            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }

@@ -15,7 +15,7 @@ pub mod record;
 pub mod spool;
 pub mod stream;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct LogShip {
     flushed_tx: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     started: AtomicBool,
     enabled: bool,
+    /// Records the batcher holds in its current batch (taken off the queue, not yet shipped).
+    buffered: AtomicUsize,
 }
 
 impl LogShip {
@@ -63,6 +65,7 @@ impl LogShip {
             flushed_tx: Mutex::new(Some(done_tx)),
             started: AtomicBool::new(false),
             enabled: cfg.enabled,
+            buffered: AtomicUsize::new(0),
         }
     }
 
@@ -102,9 +105,9 @@ impl LogShip {
         }
     }
 
-    /// Records waiting in memory.
+    /// Records waiting in memory: in the queue and in the batch being filled.
     pub fn depth(&self) -> usize {
-        self.capacity.saturating_sub(self.tx.capacity())
+        self.capacity.saturating_sub(self.tx.capacity()) + self.buffered.load(Ordering::Relaxed)
     }
 
     /// At shutdown, once requests are done: ship (or spool) what is queued, waiting at most
@@ -440,6 +443,7 @@ async fn run_batcher(
             _ = tick.tick() => b.flush(&mut batch).await,
             _ = replay_tick.tick() => b.replay().await,
         }
+        ship.buffered.store(batch.len(), Ordering::Relaxed);
     }
 }
 
