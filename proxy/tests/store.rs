@@ -268,6 +268,7 @@ async fn migration_sets_describe_the_same_schema() {
         "api_keys",
         "audit_events",
         "refresh_tokens",
+        "request_logs",
         "service_credentials",
         "signing_keys",
         "token_cutoffs",
@@ -795,13 +796,13 @@ fn migrate_command_applies_then_reports() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        "0001 identity (applied)\n0002 token cutoffs (applied)\n"
+        "0001 identity (applied)\n0002 token cutoffs (applied)\n0003 request logs (applied)\n"
     );
     let second = run();
     assert!(second.status.success(), "{second:?}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
-        "0001 identity (already applied)\n0002 token cutoffs (already applied)\n"
+        "0001 identity (already applied)\n0002 token cutoffs (already applied)\n0003 request logs (already applied)\n"
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
