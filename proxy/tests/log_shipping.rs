@@ -1121,3 +1121,78 @@ fn logging_section_is_validated_with_lines() {
         );
     }
 }
+
+/// Rows older than `retention` are deleted in the background; newer ones stay.
+#[tokio::test]
+async fn retention_deletes_old_rows() {
+    let db = SqliteDb::new("logship");
+    let mut setup = Setup::new(db.url(), None);
+    setup.logging = "  batch_interval: 50ms\n  retention: 1h\n  retention_check: 1s\n".into();
+    let gw = setup.start().await;
+    let http = client("kate");
+    let sid = raw_session(&http, &gw.url()).await;
+    let tag = unique_name("rt");
+    calls(&gw, &http, &sid, &tag, 0, 3).await;
+    expect_rows(&db.url(), &tag, 3, Duration::from_secs(30), Some(&gw)).await;
+    let p = pool(&db.url()).await;
+    let two_hours_ago = (now() as i64 - 7200) * 1000;
+    sqlx::query(
+        "INSERT INTO request_logs (request_id, at, http_method, status, latency_us, bytes_in, \
+         bytes_out, auth) VALUES ($1, $2, 'POST', 200, 1, 0, 0, 'ok')",
+    )
+    .bind(format!("{tag}-old"))
+    .bind(two_hours_ago)
+    .execute(&p)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count_tag(&db.url(), &tag).await, 4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_tag(&db.url(), &tag).await != 3 {
+        assert!(Instant::now() < deadline, "the old row was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM request_logs WHERE request_id = $1")
+        .bind(format!("{tag}-old"))
+        .fetch_one(&p)
+        .await
+        .and_then(|r| r.try_get("n"))
+        .unwrap_or(-1);
+    assert_eq!(left, 0);
+    p.close().await;
+}
+
+/// `logging.enabled: false` records no request (the table exists: retention made it).
+#[tokio::test]
+async fn logging_can_be_switched_off() {
+    let db = SqliteDb::new("logship");
+    let mut setup = Setup::new(db.url(), None);
+    setup.logging = "  enabled: false\n  batch_interval: 10ms\n  retention_check: 1s\n".into();
+    let gw = setup.start().await;
+    let http = client("liam");
+    let sid = raw_session(&http, &gw.url()).await;
+    let tag = unique_name("off");
+    calls(&gw, &http, &sid, &tag, 0, 3).await;
+    let p = pool(&db.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let table = sqlx::query("SELECT COUNT(*) AS n FROM request_logs")
+            .fetch_one(&p)
+            .await
+            .and_then(|r| r.try_get::<i64, _>("n"));
+        if let Ok(n) = table {
+            assert_eq!(n, 0, "rows recorded although logging is off");
+            break;
+        }
+        assert!(Instant::now() < deadline, "request_logs never created");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count_tag(&db.url(), &tag).await, 0);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, r#"mcp_gateway_log_shipped_total{sink="database"}"#),
+        0.0
+    );
+    assert!(metric(&m, r#"mcp_gateway_tool_calls_total{tool="add"}"#) >= 3.0);
+    p.close().await;
+}

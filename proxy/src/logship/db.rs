@@ -11,6 +11,8 @@ use super::record::{AuditRecord, Entry, RequestRecord};
 /// A statement waits at most this long for a connection: a down database must fail a batch
 /// quickly (it is spooled), not hold the batcher for the pool's default 30 s.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a batch write (connect included) may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows per INSERT statement (23 parameters each; well below both databases' limits).
 const ROWS_PER_INSERT: usize = 400;
 
@@ -75,15 +77,27 @@ impl LogDb {
 
     /// Write a batch in one transaction. Entries already stored are skipped.
     pub async fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let pool = self.pool().await?;
-        let result = write_batch(&pool, entries).await;
+        // A database that does not answer (a dropped route, not a refused connect) must not
+        // hold the batcher: past the limit the batch counts as failed and is kept (spool or
+        // stream). If it did commit, the replay is absorbed by the unique ids.
+        let result = match tokio::time::timeout(WRITE_TIMEOUT, async {
+            let pool = self.pool().await?;
+            write_batch(&pool, entries).await.map_err(|e| e.to_string())
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer from the database within {WRITE_TIMEOUT:?}"
+            )),
+        };
         if result.is_err() {
             // Connections may be broken; the pool heals itself, but a fresh one is certain.
             if let Some(p) = self.pool.take() {
                 tokio::spawn(async move { p.close().await });
             }
         }
-        result.map_err(|e| e.to_string())
+        result
     }
 }
 

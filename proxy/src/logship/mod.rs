@@ -29,7 +29,7 @@ pub use record::{AuditRecord, Entry, RequestRecord};
 /// Audit events have a queue of their own, so a flood of requests cannot crowd them out.
 const AUDIT_QUEUE: usize = 16_384;
 /// Spooled batches replayed per tick (the batcher stays responsive while catching up).
-const REPLAY_PER_TICK: usize = 64;
+const REPLAY_PER_TICK: usize = 256;
 
 /// The proxy side of the pipeline: cheap to call from any phase, never blocks.
 pub struct LogShip {
