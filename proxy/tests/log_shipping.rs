@@ -121,10 +121,20 @@ fn pg_program(name: &str) -> PathBuf {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    match bindir {
-        Some(dir) if PathBuf::from(&dir).join(name).is_file() => PathBuf::from(dir).join(name),
-        _ => PathBuf::from(name),
+    if let Some(dir) = bindir.filter(|d| PathBuf::from(d).join(name).is_file()) {
+        return PathBuf::from(dir).join(name);
     }
+    // Debian's postgresql package keeps the server programs off PATH.
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|p| p.is_file());
+    versions.sort();
+    versions.pop().unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn id_of(flag: &str) -> Option<u32> {
@@ -1194,5 +1204,65 @@ async fn logging_can_be_switched_off() {
         0.0
     );
     assert!(metric(&m, r#"mcp_gateway_tool_calls_total{tool="add"}"#) >= 3.0);
+    p.close().await;
+}
+
+/// Audit events take the same lossless path: calls denied while the database is down are
+/// spooled and reach `audit_events` once it is back.
+#[tokio::test]
+async fn audit_events_survive_a_database_outage() {
+    const DENIED: usize = 5;
+    let mut pg = OwnPostgres::start().await;
+    let setup = Setup::new(pg.url(), None);
+    std::env::set_var(
+        "MCP_GATEWAY_CREDENTIALS_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    std::env::set_var("LOGSHIP_TEST_SECRET", SECRET);
+    let (port, admin) = (free_port(), free_port());
+    let config = format!("{}identity: {{}}\n", setup.config(port, admin)).replace(
+        "    upstream_path: /mcp\n",
+        "    upstream_path: /mcp\n    tools:\n      - roles: [\"*\"]\n        deny: [whoami]\n",
+    );
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = client("mona");
+    let sid = raw_session(&http, &gw.url()).await;
+    pg.stop();
+    for i in 0..DENIED {
+        let (status, v) =
+            raw_call(&http, &gw.url(), &sid, 10 + i as i64, "whoami", json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(v.unwrap_or_default()["error"]["code"], -32005);
+    }
+    let spooled = wait_metric(
+        &gw,
+        "mcp_gateway_log_spooled_total",
+        (DENIED * 2) as f64,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        spooled >= (DENIED * 2) as f64,
+        "spooled {spooled}; log:\n{}",
+        gw.log_text()
+    );
+    pg.restart().await;
+    let p = pool(&pg.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        n = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'call_denied' AND user_id = 'mona'",
+        )
+        .fetch_one(&p)
+        .await
+        .and_then(|r| r.try_get::<i64, _>("n"))
+        .unwrap_or(0);
+        if n >= DENIED as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n, DENIED as i64, "log:\n{}", gw.log_text());
     p.close().await;
 }
