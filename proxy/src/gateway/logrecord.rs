@@ -132,7 +132,11 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         });
     let rpc_method = ctx.rpc_method().map(str::to_owned);
     RequestRecord {
-        request_id: std::mem::take(&mut ctx.log.request_id),
+        // Empty only when Pingora ended the request before `request_filter` ran.
+        request_id: match std::mem::take(&mut ctx.log.request_id) {
+            id if id.is_empty() => record::request_id(None),
+            id => id,
+        },
         at: record::now_ms() - elapsed.as_millis() as i64,
         user_id: ctx.identity.as_ref().map(|i| i.subject.clone()),
         api_key_id: None,
