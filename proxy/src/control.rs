@@ -48,6 +48,13 @@ impl ControlPlane {
                     } else {
                         let _ = init_tx.send(Ok(()));
                     }
+                    crate::logship::start(
+                        shared.logship.clone(),
+                        shared.metrics.clone(),
+                        &cfg.logging,
+                        cfg.database.as_ref(),
+                        cfg.redis.as_ref(),
+                    );
                     tokio::spawn(crate::admin::serve_admin(admin, shared.clone()));
                     if let Some(r) = &shared.ratelimit_redis {
                         tokio::spawn(r.clone().maintain());

@@ -11,32 +11,9 @@ use crate::identity::{self, IdentityService};
 use crate::runtime::{IdentityHandle, Shared};
 use crate::store::Store;
 
-struct Provider(Arc<IdentityService>, tokio::sync::mpsc::Sender<AuditRecord>);
-
-struct AuditRecord {
-    kind: &'static str,
-    user_id: Option<String>,
-    ip: Option<String>,
-    detail: serde_json::Value,
-}
-
-/// Audit events queued by the proxy phases, written by one task.
-const AUDIT_QUEUE: usize = 4096;
-
-async fn write_audit(store: Store, mut rx: tokio::sync::mpsc::Receiver<AuditRecord>) {
-    while let Some(r) = rx.recv().await {
-        let ev = crate::store::NewAuditEvent {
-            kind: r.kind,
-            user_id: r.user_id.as_deref(),
-            subject: None,
-            ip: r.ip.as_deref(),
-            detail: &r.detail,
-        };
-        if let Err(e) = store.insert_audit_event(&ev).await {
-            tracing::warn!(error = %e, kind = r.kind, "could not write an audit event");
-        }
-    }
-}
+/// The identity service, and the log pipeline that carries the proxy phases' audit events
+/// (batched, spooled to disk while the database is down, inserted once by id).
+struct Provider(Arc<IdentityService>, Arc<crate::logship::LogShip>);
 
 #[async_trait::async_trait]
 impl IdentityProvider for Provider {
@@ -73,15 +50,7 @@ impl IdentityProvider for Provider {
         ip: Option<String>,
         detail: serde_json::Value,
     ) {
-        let record = AuditRecord {
-            kind,
-            user_id: user_id.map(str::to_owned),
-            ip,
-            detail,
-        };
-        if self.1.try_send(record).is_err() {
-            tracing::warn!(kind, "audit queue full; event dropped");
-        }
+        self.1.audit(kind, user_id, None, ip.as_deref(), detail);
     }
 
     async fn service_credential(
@@ -93,6 +62,21 @@ impl IdentityProvider for Provider {
             .service_credential(user_id, service)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+struct LogShipAudit(Arc<crate::logship::LogShip>);
+
+impl identity::AuditSink for LogShipAudit {
+    fn audit(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        subject: Option<&str>,
+        ip: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        self.0.audit(kind, user_id, subject, ip, detail);
     }
 }
 
@@ -156,8 +140,6 @@ pub async fn start(
     icfg.access_ttl = cfg.access_ttl;
     icfg.refresh_ttl = cfg.refresh_ttl;
     icfg.key_rotation = cfg.key_rotation;
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-    tokio::spawn(write_audit(store.clone(), audit_rx));
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
@@ -166,6 +148,7 @@ pub async fn start(
         Some(shared) => oauth_resources(&shared.runtime.load().config),
         None => Vec::new(),
     }));
+    svc.attach_audit_sink(Arc::new(LogShipAudit(shared.logship.clone())));
     if let Some(r) = redis {
         let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
         svc.attach_bus(bus.clone());
@@ -183,7 +166,7 @@ pub async fn start(
     });
     publish_keys(&shared, &svc);
     shared.identity.store(Some(Arc::new(IdentityHandle {
-        provider: Arc::new(Provider(svc.clone(), audit_tx)),
+        provider: Arc::new(Provider(svc.clone(), shared.logship.clone())),
         internal_addr: addr,
     })));
     tracing::info!(internal = %addr, issuer = %svc.issuer(), "identity service started");

@@ -7,6 +7,7 @@ pub mod control;
 pub mod gateway;
 pub mod identity;
 pub mod identity_link;
+pub mod logship;
 pub mod mcp;
 pub mod policy;
 pub mod ratelimit;

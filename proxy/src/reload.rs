@@ -185,11 +185,30 @@ impl Manager {
         match &out {
             Ok(v) => {
                 tracing::info!(trigger, version = v, pending_restart = ?st.pending_restart, "configuration reloaded");
+                self.shared.logship.audit(
+                    "config_reloaded",
+                    None,
+                    None,
+                    None,
+                    serde_json::json!({
+                        "trigger": trigger,
+                        "version": v,
+                        "sha256": st.sha256,
+                        "pending_restart": st.pending_restart,
+                    }),
+                );
             }
             Err(e) => {
                 tracing::error!(trigger, errors = %e, "configuration reload refused; the previous configuration stays in force");
                 st.last_error = Some(e.clone());
                 st.last_error_at = Some(now_unix());
+                self.shared.logship.audit(
+                    "config_reload_refused",
+                    None,
+                    None,
+                    None,
+                    serde_json::json!({ "trigger": trigger, "errors": e }),
+                );
             }
         }
         out
@@ -286,7 +305,8 @@ fn keep_restart_only(new: &mut GatewayConfig, old: &GatewayConfig) -> Vec<String
         public_url,
         session_key_env,
         shutdown_grace,
-        upgrade_sock
+        upgrade_sock,
+        logging
     );
     if new.rate_limits.redis_timeout != old.rate_limits.redis_timeout {
         pending.push("rate_limits.redis_timeout".into());

@@ -57,6 +57,8 @@ pub struct Shared {
     pub control: std::sync::OnceLock<crate::reload::ControlSender>,
     /// The shared rate-limit backend, when Redis is configured.
     pub ratelimit_redis: Option<Arc<crate::ratelimit::redis::RedisLimits>>,
+    /// Request records and audit events on their way to the database (`logship`).
+    pub logship: Arc<crate::logship::LogShip>,
 }
 
 pub struct IdentityHandle {

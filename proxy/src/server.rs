@@ -114,12 +114,18 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         &config,
     )));
     let runtime = Runtime::build(config)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let logship = Arc::new(crate::logship::LogShip::new(
+        &runtime.config.logging,
+        &metrics,
+    ));
     let shared = Arc::new(Shared {
         reload_status,
         control: std::sync::OnceLock::new(),
         runtime: ArcSwap::from_pointee(runtime),
         ratelimit: ArcSwap::from_pointee(ratelimit),
         ratelimit_redis,
+        logship,
         metrics,
         inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -210,6 +216,10 @@ fn drain_then_exit(
             .unwrap_or_default()
             + Duration::from_secs(2)
     };
+    // Requests are done: ship (or spool) the log records still queued in memory.
+    if !shared.logship.flush_blocking(Duration::from_secs(10)) {
+        tracing::warn!("log records still queued at exit could not be flushed in time");
+    }
     control.stop_workers(stop_limit);
     tracing::info!("gateway stopped");
     std::process::exit(0)

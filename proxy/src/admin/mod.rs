@@ -1,6 +1,7 @@
 //! The admin listener: liveness, readiness and Prometheus metrics.
 
 pub mod auth;
+pub mod logs;
 pub mod metrics;
 
 use std::sync::atomic::Ordering;
@@ -15,13 +16,19 @@ use axum::Router;
 use crate::runtime::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let reader = Arc::new(logs::LogReader::new(&shared));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/admin/config", get(config_in_force))
         .route("/admin/reload", axum::routing::post(reload_now))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(
+            Router::new()
+                .route("/admin/logs", get(logs::get_logs))
+                .with_state((shared, reader)),
+        )
 }
 
 fn json_answer(status: StatusCode, v: serde_json::Value) -> axum::response::Response {
@@ -125,6 +132,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let rt = shared.runtime.load();
+    shared
+        .metrics
+        .log
+        .queue_depth
+        .set(i64::try_from(shared.logship.depth()).unwrap_or(i64::MAX));
     let body = shared.metrics.render(rt.pools.values().map(|p| p.as_ref()));
     (
         [(

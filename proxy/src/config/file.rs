@@ -46,6 +46,9 @@ pub struct FileConfig {
     /// Request-rate and concurrency limits (docs/configuration.md, "rate_limits").
     #[serde(default)]
     pub rate_limits: Option<RateLimitsFile>,
+    /// The request log pipeline (queue, batches, Redis Stream, spool, retention).
+    #[serde(default)]
+    pub logging: Option<LoggingFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -132,6 +135,41 @@ pub struct RedisFile {
 
 fn default_redis_prefix() -> String {
     "mcp-gateway".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoggingFile {
+    /// Record requests at all (off: no record is built; audit events still flow).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Records held in memory between the proxy phases and the batcher; beyond: dropped.
+    #[serde(default)]
+    pub queue_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub batch_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub batch_interval: Option<Spanned<HumanDuration>>,
+    /// Name of the Redis Stream (inside the `redis.prefix` hash tag).
+    #[serde(default)]
+    pub stream: Option<Spanned<String>>,
+    /// Approximate longest length of the stream, in batches.
+    #[serde(default)]
+    pub stream_maxlen: Option<Spanned<u64>>,
+    /// Run the shipper (stream → database) in this replica.
+    #[serde(default)]
+    pub ship: Option<bool>,
+    /// Entries pending this long in a (dead) consumer are claimed by another.
+    #[serde(default)]
+    pub claim_idle: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub spool_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub spool_max_bytes: Option<Spanned<u64>>,
+    /// Rows older than this are deleted; `0s` keeps them forever.
+    #[serde(default)]
+    pub retention: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub retention_check: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ pub struct GatewayConfig {
     pub redis: Option<RedisConfig>,
     pub identity: Option<IdentityConfig>,
     pub rate_limits: RateLimitConfig,
+    pub logging: LoggingConfig,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
 }
@@ -68,6 +69,43 @@ pub struct DatabaseConfig {
 pub struct RedisConfig {
     pub url: String,
     pub prefix: String,
+}
+
+/// The request log pipeline; see docs/logging.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub enabled: bool,
+    pub queue_size: usize,
+    pub batch_size: usize,
+    pub batch_interval: Duration,
+    pub stream: String,
+    pub stream_maxlen: u64,
+    pub ship: bool,
+    pub claim_idle: Duration,
+    pub spool_dir: std::path::PathBuf,
+    pub spool_max_bytes: u64,
+    /// `None`: rows are kept forever.
+    pub retention: Option<Duration>,
+    pub retention_check: Duration,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            enabled: true,
+            queue_size: 65_536,
+            batch_size: 256,
+            batch_interval: Duration::from_millis(200),
+            stream: "request-logs".into(),
+            stream_maxlen: 100_000,
+            ship: true,
+            claim_idle: Duration::from_secs(30),
+            spool_dir: "data/log-spool".into(),
+            spool_max_bytes: 1 << 30,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_check: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -375,8 +375,10 @@ impl Validator<'_> {
         }
         let route_paths: Vec<&str> = f.routes.iter().map(|r| r.path.value.as_str()).collect();
         let rate_limits = self.rate_limits(f.rate_limits.as_ref(), redis.is_some(), &route_paths);
+        let logging = self.logging(f.logging.as_ref());
         Some(GatewayConfig {
             rate_limits,
+            logging,
             auth,
             public_url,
             database,
@@ -626,6 +628,159 @@ impl Validator<'_> {
             roles: p.roles.clone(),
             exempt_roles: p.exempt_roles.clone(),
         })
+    }
+
+    /// An integer field within `lo..=hi`, or an error at its line.
+    fn ranged(&mut self, v: &Option<Spanned<u64>>, path: &str, lo: u64, hi: u64, dflt: u64) -> u64 {
+        match v {
+            None => dflt,
+            Some(s) if s.value < lo || s.value > hi => {
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!("must be {lo}–{hi}, got {}", s.value),
+                );
+                dflt
+            }
+            Some(s) => s.value,
+        }
+    }
+
+    /// A duration field within `lo..=hi`, or an error at its line.
+    fn ranged_duration(
+        &mut self,
+        v: &Option<Spanned<super::file::HumanDuration>>,
+        path: &str,
+        lo: std::time::Duration,
+        hi: std::time::Duration,
+        dflt: std::time::Duration,
+    ) -> std::time::Duration {
+        match v {
+            None => dflt,
+            Some(s) if s.value.0 < lo || s.value.0 > hi => {
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(lo),
+                        humantime::format_duration(hi)
+                    ),
+                );
+                dflt
+            }
+            Some(s) => s.value.0,
+        }
+    }
+
+    fn logging(&mut self, l: Option<&super::file::LoggingFile>) -> LoggingConfig {
+        use std::time::Duration;
+        let d = LoggingConfig::default();
+        let Some(l) = l else {
+            return d;
+        };
+        let queue_size = self.ranged(
+            &l.queue_size,
+            "logging.queue_size",
+            16,
+            10_000_000,
+            d.queue_size as u64,
+        );
+        let batch_size = self.ranged(
+            &l.batch_size,
+            "logging.batch_size",
+            1,
+            5_000,
+            d.batch_size as u64,
+        );
+        let batch_interval = self.ranged_duration(
+            &l.batch_interval,
+            "logging.batch_interval",
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            d.batch_interval,
+        );
+        let stream = match &l.stream {
+            None => d.stream.clone(),
+            Some(s) => {
+                let ok = !s.value.is_empty()
+                    && s.value.len() <= 100
+                    && s.value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                if !ok {
+                    self.err(
+                        &s.referenced,
+                        "logging.stream",
+                        "expected 1–100 characters of A–Z a–z 0–9 - _ . :",
+                    );
+                }
+                s.value.clone()
+            }
+        };
+        let stream_maxlen = self.ranged(
+            &l.stream_maxlen,
+            "logging.stream_maxlen",
+            100,
+            1_000_000_000,
+            d.stream_maxlen,
+        );
+        let claim_idle = self.ranged_duration(
+            &l.claim_idle,
+            "logging.claim_idle",
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+            d.claim_idle,
+        );
+        let spool_dir = match &l.spool_dir {
+            None => d.spool_dir.clone(),
+            Some(s) if s.value.trim().is_empty() => {
+                self.err(&s.referenced, "logging.spool_dir", "must not be empty");
+                d.spool_dir.clone()
+            }
+            Some(s) => s.value.clone().into(),
+        };
+        let spool_max_bytes = self.ranged(
+            &l.spool_max_bytes,
+            "logging.spool_max_bytes",
+            1 << 20,
+            1 << 50,
+            d.spool_max_bytes,
+        );
+        let retention = match &l.retention {
+            None => d.retention,
+            Some(s) if s.value.0.is_zero() => None,
+            Some(s) if s.value.0 < Duration::from_secs(60) => {
+                self.err(
+                    &s.referenced,
+                    "logging.retention",
+                    "must be at least 1m (or 0s to keep rows forever)",
+                );
+                d.retention
+            }
+            Some(s) => Some(s.value.0),
+        };
+        let retention_check = self.ranged_duration(
+            &l.retention_check,
+            "logging.retention_check",
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 24 * 3600),
+            d.retention_check,
+        );
+        LoggingConfig {
+            enabled: l.enabled.unwrap_or(d.enabled),
+            queue_size: queue_size as usize,
+            batch_size: batch_size as usize,
+            batch_interval,
+            stream,
+            stream_maxlen,
+            ship: l.ship.unwrap_or(d.ship),
+            claim_idle,
+            spool_dir,
+            spool_max_bytes,
+            retention,
+            retention_check,
+        }
     }
 
     fn auth(&mut self, a: &AuthFile) -> AuthConfig {
