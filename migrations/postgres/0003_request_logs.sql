@@ -24,7 +24,9 @@ CREATE TABLE request_logs (
     bytes_out        BIGINT NOT NULL,
     rate_limit       TEXT,
     auth             TEXT   NOT NULL,
-    error            TEXT
+    error            TEXT,
+    request_body     TEXT,
+    response_body    TEXT
 );
 CREATE INDEX request_logs_at_idx ON request_logs (at);
 CREATE INDEX request_logs_user_idx ON request_logs (user_id, at);

@@ -28,6 +28,7 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     pub tools: Option<Arc<ToolPolicy>>,
     pub credential: Option<CredentialRule>,
+    pub log_bodies: Option<crate::config::BodyCapture>,
 }
 
 pub struct Runtime {
@@ -145,6 +146,7 @@ impl Runtime {
                         auth: rc.auth.clone(),
                         tools: build_tool_policy(rc.tools.as_deref())?,
                         credential: rc.credential.clone(),
+                        log_bodies: rc.log_bodies.clone(),
                     }),
                 );
             }

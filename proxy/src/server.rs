@@ -114,7 +114,6 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         &config,
     )));
     let runtime = Runtime::build(config)?;
-    let metrics = Arc::new(Metrics::new()?);
     let logship = Arc::new(crate::logship::LogShip::new(
         &runtime.config.logging,
         &metrics,

@@ -1266,3 +1266,80 @@ async fn audit_events_survive_a_database_outage() {
     assert_eq!(n, DENIED as i64, "log:\n{}", gw.log_text());
     p.close().await;
 }
+
+/// A route with `log_bodies` keeps both bodies with the configured fields redacted; a route
+/// without it keeps none. The API key id is recorded for API-key callers' requests too.
+#[tokio::test]
+async fn bodies_are_captured_per_route_with_fields_redacted() {
+    let db = SqliteDb::new("logship_bodies");
+    let setup = Setup::new(db.url(), None);
+    let (port, admin) = (free_port(), free_port());
+    let config = setup.config(port, admin).replace(
+        "    upstream_path: /mcp\n",
+        "    upstream_path: /mcp\n  - path: /captured\n    pool: tools\n    upstream_path: /mcp\n    log_bodies: { max_bytes: 2048, redact: [text, secret] }\n",
+    );
+    std::env::set_var("LOGSHIP_TEST_SECRET", SECRET);
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = client("carol");
+    let tag = unique_name("bodies");
+    for (path, n) in [("/captured", 0), ("/mcp", 1)] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let sid = raw_session(&http, &url).await;
+        let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+            "params":{"name":"echo","arguments":{"text":"hunter2-private"},"_meta":{"secret":"s3"}}});
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("x-request-id", format!("{tag}-{n}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.text().await.unwrap().contains("hunter2-private"),
+            "the client gets the real answer"
+        );
+    }
+    expect_rows(&db.url(), &tag, 2, Duration::from_secs(30), Some(&gw)).await;
+    let p = pool(&db.url()).await;
+    let get = |n: i64| {
+        let p = p.clone();
+        let id = format!("{tag}-{n}");
+        async move {
+            let r = sqlx::query(
+                "SELECT request_body, response_body FROM request_logs WHERE request_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+            (
+                r.try_get::<Option<String>, _>("request_body").unwrap(),
+                r.try_get::<Option<String>, _>("response_body").unwrap(),
+            )
+        }
+    };
+    let (req, resp) = get(0).await;
+    let (req, resp) = (
+        req.expect("request body kept"),
+        resp.expect("response body kept"),
+    );
+    assert!(
+        req.contains("\"method\":\"tools/call\"") && req.contains("\"name\":\"echo\""),
+        "{req}"
+    );
+    assert!(
+        !req.contains("hunter2") && !req.contains("s3"),
+        "redacted: {req}"
+    );
+    assert!(req.contains("[redacted]"));
+    assert!(
+        resp.contains("[redacted]") && !resp.contains("hunter2"),
+        "{resp}"
+    );
+    assert_eq!(get(1).await, (None, None), "no capture without log_bodies");
+}

@@ -310,6 +310,39 @@ pub struct RouteFile {
     /// A per-user service credential injected into requests to the workers.
     #[serde(default)]
     pub credential: Option<CredentialFile>,
+    /// Keep request and response bodies in the request log (off by default).
+    #[serde(default)]
+    pub log_bodies: Option<LogBodiesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogBodiesFile {
+    /// Longest body text kept (longer ones are cut, and say so).
+    #[serde(default = "default_log_body_bytes")]
+    pub max_bytes: Spanned<u64>,
+    /// JSON fields whose values are replaced by "[redacted]" (any depth, case-insensitive).
+    #[serde(default = "default_redact")]
+    pub redact: Vec<String>,
+}
+
+fn default_log_body_bytes() -> Spanned<u64> {
+    Spanned::new(4096, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_redact() -> Vec<String> {
+    [
+        "password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[derive(Debug, Deserialize)]

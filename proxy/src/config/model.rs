@@ -144,6 +144,15 @@ pub struct RouteConfig {
     /// `None`: every tool is allowed.
     pub tools: Option<Vec<ToolRuleConfig>>,
     pub credential: Option<CredentialRule>,
+    pub log_bodies: Option<BodyCapture>,
+}
+
+/// Bodies kept in the request log for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCapture {
+    pub max_bytes: usize,
+    /// Lower-case field names whose values are redacted.
+    pub redact: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

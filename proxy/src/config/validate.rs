@@ -304,7 +304,21 @@ impl Validator<'_> {
                     );
                 }
             }
+            let log_bodies = r.log_bodies.as_ref().map(|b| {
+                if b.max_bytes.value == 0 || b.max_bytes.value > 1 << 20 {
+                    self.err(
+                        &b.max_bytes.referenced,
+                        format!("{at}.log_bodies.max_bytes"),
+                        "expected 1 byte to 1 MiB",
+                    );
+                }
+                BodyCapture {
+                    max_bytes: b.max_bytes.value.clamp(1, 1 << 20) as usize,
+                    redact: b.redact.iter().map(|f| f.to_ascii_lowercase()).collect(),
+                }
+            });
             routes.push(RouteConfig {
+                log_bodies,
                 path: r.path.value.clone(),
                 pool: r.pool.value.clone(),
                 upstream_path,

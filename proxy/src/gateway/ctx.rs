@@ -53,6 +53,12 @@ pub struct LogFacts {
     pub scanned: bool,
     /// The rate limiter's decision (`allowed`, `limited`, …); set by rate limiting.
     pub rate_limit: Option<&'static str>,
+    /// Captured request body (routes with `log_bodies`), redacted and cut.
+    pub request_body: Option<String>,
+    /// The start of the response body, for `log_bodies` (bounded).
+    pub response_buf: Option<Vec<u8>>,
+    /// Response bytes beyond what `response_buf` kept.
+    pub response_cut: u64,
 }
 
 pub struct Ctx {

@@ -139,7 +139,7 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         },
         at: record::now_ms() - elapsed.as_millis() as i64,
         user_id: ctx.identity.as_ref().map(|i| i.subject.clone()),
-        api_key_id: None,
+        api_key_id: ctx.api_key_id.clone(),
         client_ip: session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -175,6 +175,14 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         rate_limit: ctx.log.rate_limit.map(Cow::Borrowed),
         auth: Cow::Borrowed(auth_outcome(ctx)),
         error: ctx.refusal.as_ref().map(|e| Cow::Borrowed(e.kind())),
+        request_body: ctx.log.request_body.take(),
+        response_body: match (
+            route.and_then(|r| r.log_bodies.as_ref()),
+            ctx.log.response_buf.take(),
+        ) {
+            (Some(cfg), Some(buf)) => Some(super::capture::render(&buf, ctx.log.response_cut, cfg)),
+            _ => None,
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod authn;
 mod body;
+mod capture;
 pub mod ctx;
 mod limits;
 mod listfilter;
@@ -118,6 +119,15 @@ impl ProxyHttp for Gateway {
             limits::check_tools(&self.shared, session, ctx)
                 .await
                 .map_err(|e| refuse(ctx, e))?;
+            if let (Some(cfg), Some(whole)) = (
+                ctx.routing
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.log_bodies.as_ref()),
+                body.as_deref(),
+            ) {
+                ctx.log.request_body = Some(capture::render(whole, 0, cfg));
+            }
         }
         Ok(())
     }
@@ -160,6 +170,14 @@ impl ProxyHttp for Gateway {
                     "tools/list answer too large to filter",
                 )
             })?;
+        }
+        let route = ctx.routing.route.clone();
+        if let (Some(cfg), Some(chunk)) = (
+            route.as_ref().and_then(|r| r.log_bodies.as_ref()),
+            body.as_deref(),
+        ) {
+            let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
+            capture::hold(buf, &mut ctx.log.response_cut, chunk, cfg);
         }
         Ok(None)
     }

@@ -13,13 +13,14 @@ use super::record::{AuditRecord, Entry, RequestRecord};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a batch write (connect included) may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per INSERT statement (23 parameters each; well below both databases' limits).
+/// Rows per INSERT statement (25 parameters each; well below both databases' limits).
 const ROWS_PER_INSERT: usize = 400;
 
-const COLUMN_COUNT: usize = 23;
+const COLUMN_COUNT: usize = 25;
 const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
      worker, http_method, rpc_method, tool, session_hash, protocol_version, status, rpc_error, \
-     latency_us, upstream_us, bytes_in, bytes_out, rate_limit, auth, error";
+     latency_us, upstream_us, bytes_in, bytes_out, rate_limit, auth, error, request_body, \
+     response_body";
 
 /// The log pipeline's connection pool, opened on first use and reopened after failures.
 pub struct LogDb {
@@ -174,7 +175,9 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
                 .bind(r.bytes_out)
                 .bind(r.rate_limit.as_ref().map(|w| w.to_string()))
                 .bind(r.auth.to_string())
-                .bind(r.error.as_ref().map(|w| w.to_string()));
+                .bind(r.error.as_ref().map(|w| w.to_string()))
+                .bind(r.request_body.clone())
+                .bind(r.response_body.clone());
         }
         q.execute(&mut *tx).await?;
     }
@@ -245,6 +248,8 @@ fn from_row(row: &AnyRow) -> Result<RequestRecord, sqlx::Error> {
             .map(Into::into),
         auth: row.try_get::<String, _>("auth")?.into(),
         error: row.try_get::<Option<String>, _>("error")?.map(Into::into),
+        request_body: row.try_get("request_body")?,
+        response_body: row.try_get("response_body")?,
     })
 }
 

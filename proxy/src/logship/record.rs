@@ -39,6 +39,11 @@ pub struct RequestRecord {
     pub auth: Word,
     /// The gateway's refusal kind, when it answered itself.
     pub error: Option<Word>,
+    /// Captured bodies, on routes with `log_bodies` (size-capped, configured fields redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 /// A security event for `audit_events`. The id is made when the event is, so a replayed
