@@ -187,7 +187,7 @@ pub async fn serve_admin(admin: AdminListener, shared: Arc<Shared>) {
                         return;
                     }
                     Err(e) => {
-                        if waited % 50 == 0 {
+                        if waited.is_multiple_of(50) {
                             tracing::info!(%addr, error = %e, "admin port still taken (the old process is draining); retrying");
                         }
                         waited += 1;
