@@ -168,6 +168,7 @@ pub async fn start(
     shared.identity.store(Some(Arc::new(IdentityHandle {
         provider: Arc::new(Provider(svc.clone(), shared.logship.clone())),
         internal_addr: addr,
+        store: svc.store().clone(),
     })));
     tracing::info!(internal = %addr, issuer = %svc.issuer(), "identity service started");
     tokio::spawn(async move {

@@ -66,6 +66,8 @@ pub struct IdentityHandle {
     pub provider: Arc<dyn crate::auth::IdentityProvider>,
     /// Where the identity service's HTTP endpoints listen (loopback, internal).
     pub internal_addr: std::net::SocketAddr,
+    /// The gateway database, for the admin API's read-only views.
+    pub store: crate::store::Store,
 }
 
 #[derive(Debug, thiserror::Error)]

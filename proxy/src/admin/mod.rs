@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod logs;
 pub mod metrics;
+pub mod state;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +24,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/admin/config", get(config_in_force))
         .route("/admin/reload", axum::routing::post(reload_now))
+        .route("/admin/routes", get(state::routes))
+        .route("/admin/pools", get(state::pools))
+        .route("/admin/rate-limits", get(state::rate_limits))
+        .route("/admin/users", get(state::users))
+        .route("/admin/users/{id}/api-keys", get(state::user_keys))
+        .route("/admin/audit", get(state::audit))
         .with_state(shared.clone())
         .merge(
             Router::new()
@@ -31,7 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
 }
 
-fn json_answer(status: StatusCode, v: serde_json::Value) -> axum::response::Response {
+pub(crate) fn json_answer(status: StatusCode, v: serde_json::Value) -> axum::response::Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -335,7 +335,14 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> 
             issued_at: 0,
         };
         match rt.sealer.seal(&claims) {
-            Ok(sealed) => resp.insert_header(headers::SESSION_ID, sealed)?,
+            Ok(sealed) => {
+                resp.insert_header(headers::SESSION_ID, sealed)?;
+                if let Some(g) = &ctx.routing.guard {
+                    g.worker()
+                        .sessions_opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot seal the worker's session id; dropped it");
                 resp.remove_header(headers::SESSION_ID);
