@@ -408,3 +408,95 @@ mod tests {
         assert_eq!(status_label(418), "418");
     }
 }
+
+/// The value at quantile `q` of a Prometheus histogram, by linear interpolation inside the
+/// bucket where it falls (what `histogram_quantile` does).
+fn quantile(h: &prometheus::proto::Histogram, q: f64) -> Option<f64> {
+    let total = h.get_sample_count() as f64;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut prev_bound, mut prev_count) = (0.0, 0.0);
+    for b in h.get_bucket() {
+        let count = b.cumulative_count() as f64;
+        let bound = b.upper_bound();
+        if count >= rank {
+            if !bound.is_finite() {
+                return Some(prev_bound);
+            }
+            let in_bucket = count - prev_count;
+            let frac = if in_bucket > 0.0 { (rank - prev_count) / in_bucket } else { 1.0 };
+            return Some(prev_bound + (bound - prev_bound) * frac);
+        }
+        prev_bound = bound;
+        prev_count = count;
+    }
+    Some(prev_bound)
+}
+
+impl Metrics {
+    /// Totals for the dashboard: per route requests, errors (5xx and the gateway's own
+    /// refusals other than 2xx), p50/p99 latency; per tool calls. Counters are totals since
+    /// start; the page turns them into rates.
+    pub fn overview(&self) -> serde_json::Value {
+        use std::collections::BTreeMap;
+        let mut routes: BTreeMap<String, (u64, u64, Option<f64>, Option<f64>)> = BTreeMap::new();
+        let mut tools: BTreeMap<String, u64> = BTreeMap::new();
+        for mf in self.registry.gather() {
+            match mf.name() {
+                "mcp_gateway_requests_total" => {
+                    for m in mf.get_metric() {
+                        let label = |n: &str| {
+                            m.get_label()
+                                .iter()
+                                .find(|l| l.name() == n)
+                                .map(|l| l.value().to_string())
+                                .unwrap_or_default()
+                        };
+                        let n = m.get_counter().get_value() as u64;
+                        let status: u16 = label("status").parse().unwrap_or(0);
+                        let e = routes.entry(label("route")).or_default();
+                        e.0 += n;
+                        if status >= 400 || status == 0 {
+                            e.1 += n;
+                        }
+                    }
+                }
+                "mcp_gateway_request_duration_seconds" => {
+                    for m in mf.get_metric() {
+                        let route = m
+                            .get_label()
+                            .iter()
+                            .find(|l| l.name() == "route")
+                            .map(|l| l.value().to_string())
+                            .unwrap_or_default();
+                        let h = m.get_histogram();
+                        let e = routes.entry(route).or_default();
+                        e.2 = quantile(h, 0.5);
+                        e.3 = quantile(h, 0.99);
+                    }
+                }
+                "mcp_gateway_tool_calls_total" => {
+                    for m in mf.get_metric() {
+                        let tool = m
+                            .get_label()
+                            .iter()
+                            .find(|l| l.name() == "tool")
+                            .map(|l| l.value().to_string())
+                            .unwrap_or_default();
+                        *tools.entry(tool).or_default() += m.get_counter().get_value() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+        serde_json::json!({
+            "routes": routes.into_iter().map(|(route, (requests, errors, p50, p99))| serde_json::json!({
+                "route": route, "requests": requests, "errors": errors,
+                "p50_ms": p50.map(|s| s * 1000.0), "p99_ms": p99.map(|s| s * 1000.0),
+            })).collect::<Vec<_>>(),
+            "tools": tools.into_iter().map(|(tool, calls)| serde_json::json!({"tool": tool, "calls": calls})).collect::<Vec<_>>(),
+        })
+    }
+}

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod logs;
 pub mod metrics;
 pub mod state;
+pub mod dashboard;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +31,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/users", get(state::users))
         .route("/admin/users/{id}/api-keys", get(state::user_keys))
         .route("/admin/audit", get(state::audit))
+        .route("/admin/overview", get(dashboard::overview))
+        .route("/admin/login", axum::routing::post(dashboard::login))
+        .route("/", get(dashboard::index))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
         .with_state(shared.clone())
         .merge(
             Router::new()
@@ -166,7 +173,7 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
             return;
         }
     };
-    if let Err(e) = axum::serve(listener, router(shared)).await {
+    if let Err(e) = axum::serve(listener, router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
         tracing::error!(error = %e, "admin listener failed");
     }
 }
@@ -188,7 +195,7 @@ pub async fn serve_admin(admin: AdminListener, shared: Arc<Shared>) {
                 match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => {
                         tracing::info!(%addr, "admin listener bound");
-                        if let Err(e) = axum::serve(l, router(shared)).await {
+                        if let Err(e) = axum::serve(l, router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
                             tracing::error!(error = %e, "admin listener failed");
                         }
                         return;
