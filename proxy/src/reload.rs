@@ -88,12 +88,25 @@ pub fn config_path(config: &GatewayConfig) -> Option<PathBuf> {
     (!config.source.starts_with('<')).then(|| PathBuf::from(&config.source))
 }
 
-struct PoolTasks {
-    pool: Arc<Pool>,
+/// A task with its own stop switch.
+struct Task {
     stop: watch::Sender<bool>,
-    handles: Vec<JoinHandle<()>>,
+    handle: JoinHandle<()>,
 }
 
+impl Task {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+struct PoolTasks {
+    pool: Arc<Pool>,
+    health: Task,
+    /// One supervisor per worker slot of a spawned pool (empty for remote pools).
+    slots: Vec<Task>,
+}
 /// Owns the health checks and worker supervisors of every pool.
 pub struct Manager {
     shared: Arc<Shared>,
@@ -128,34 +141,68 @@ impl Manager {
 
     /// The health check and, for spawned pools, one supervisor per worker slot.
     fn spawn_tasks(&self, pool: Arc<Pool>) -> PoolTasks {
-        let (stop, stop_rx) = watch::channel(false);
-        let spawned = matches!(pool.config.source, PoolSource::Spawn(_));
-        let mut handles = Vec::new();
-        {
-            let (pool, mut stop_rx) = (pool.clone(), stop_rx.clone());
-            handles.push(tokio::spawn(async move {
-                tokio::select! {
-                    _ = health::run(pool, spawned) => {}
-                    _ = stop_rx.wait_for(|s| *s) => {}
-                }
-            }));
+        let slots = (0..pool.workers.len())
+            .filter_map(|slot| self.spawn_slot(&pool, slot))
+            .collect();
+        PoolTasks {
+            health: spawn_health(pool.clone()),
+            pool,
+            slots,
         }
-        if let PoolSource::Spawn(spec) = &pool.config.source {
-            for slot in 0..pool.workers.len() {
-                handles.push(tokio::spawn(supervisor::run_slot(
-                    pool.clone(),
-                    slot,
-                    spec.clone(),
-                    self.shared.metrics.clone(),
-                    stop_rx.clone(),
-                )));
+    }
+
+    fn spawn_slot(&self, pool: &Arc<Pool>, slot: usize) -> Option<Task> {
+        let PoolSource::Spawn(spec) = &pool.config.source else {
+            return None;
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(supervisor::run_slot(
+            pool.clone(),
+            slot,
+            spec.clone(),
+            self.shared.metrics.clone(),
+            stop_rx,
+        ));
+        Some(Task { stop, handle })
+    }
+
+    /// Tasks for `new`, a changed pool that shares workers with `old`: supervisors of kept
+    /// workers go on, new slots get new ones, and the slots beyond the new count are returned
+    /// to be drained and stopped with their workers.
+    fn reconcile_tasks(
+        &self,
+        mut old: PoolTasks,
+        new: Arc<Pool>,
+    ) -> (PoolTasks, Vec<(Arc<crate::routing::Worker>, Task)>) {
+        let mut slots = Vec::new();
+        let mut leaving = Vec::new();
+        let kept_slots = if matches!(new.config.source, PoolSource::Spawn(_)) {
+            new.workers.len().min(old.slots.len())
+        } else {
+            0
+        };
+        for (i, t) in old.slots.drain(..).enumerate() {
+            if i < kept_slots {
+                slots.push(t);
+            } else if let Some(w) = old.pool.workers.get(i) {
+                leaving.push((w.clone(), t));
             }
         }
-        PoolTasks {
-            pool,
-            stop,
-            handles,
+        for slot in kept_slots..new.workers.len() {
+            if let Some(t) = self.spawn_slot(&new, slot) {
+                slots.push(t);
+            }
         }
+        // The old health check is replaced by one over the new worker list.
+        tokio::spawn(old.health.stop());
+        (
+            PoolTasks {
+                health: spawn_health(new.clone()),
+                pool: new,
+                slots,
+            },
+            leaving,
+        )
     }
 
     fn restart_key_refresh(&mut self, rt: &Arc<Runtime>) {
@@ -169,11 +216,15 @@ impl Manager {
     pub async fn stop_all(&mut self) {
         let tasks: Vec<PoolTasks> = self.pools.drain().map(|(_, t)| t).collect();
         for t in &tasks {
-            let _ = t.stop.send(true);
+            let _ = t.health.stop.send(true);
+            for slot in &t.slots {
+                let _ = slot.stop.send(true);
+            }
         }
         for t in tasks {
-            for h in t.handles {
-                let _ = h.await;
+            let _ = t.health.handle.await;
+            for slot in t.slots {
+                let _ = slot.handle.await;
             }
         }
     }
@@ -227,12 +278,33 @@ impl Manager {
         let new = Arc::new(Runtime::rebuild(cfg, &old).map_err(|e| e.to_string())?);
 
         // Start what is new, and wait (each pool's ready timeout at most) until it serves.
-        // A changed pool is a new one under the same name: both run during the overlap.
+        // A changed pool that keeps some workers (same command, or remote addresses still
+        // listed) is reconciled: kept workers go on, added ones start, the others leave.
+        // Any other changed pool is a new one under the same name: both run meanwhile.
         let mut fresh = Vec::new();
+        let mut leaving = Vec::new();
         for (name, pool) in &new.pools {
-            let same = old.pools.get(name).is_some_and(|o| Arc::ptr_eq(o, pool));
-            if !same {
-                fresh.push(self.spawn_tasks(pool.clone()));
+            let old_pool = old.pools.get(name);
+            if old_pool.is_some_and(|o| Arc::ptr_eq(o, pool)) {
+                continue;
+            }
+            let shares = old_pool.is_some_and(|o| {
+                pool.workers
+                    .iter()
+                    .any(|w| o.workers.iter().any(|ow| Arc::ptr_eq(w, ow)))
+            });
+            match self.pools.remove(name) {
+                Some(t) if shares => {
+                    let (tasks, gone) = self.reconcile_tasks(t, pool.clone());
+                    fresh.push(tasks);
+                    leaving.extend(gone);
+                }
+                Some(t) => {
+                    // Put back: swept (drained and stopped) after the swap.
+                    self.pools.insert(name.clone(), t);
+                    fresh.push(self.spawn_tasks(pool.clone()));
+                }
+                None => fresh.push(self.spawn_tasks(pool.clone())),
             }
         }
         for t in &fresh {
@@ -270,6 +342,17 @@ impl Manager {
         for t in fresh {
             // Registered after the sweep above so the new tasks are not mistaken for old.
             self.pools.insert(t.pool.name.clone(), t);
+        }
+        let grace = old.config.shutdown_grace;
+        for (worker, task) in leaving {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                while worker.inflight() > 0 && start.elapsed() < grace {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tracing::info!(worker = %worker.id, "worker left the configuration; stopping it");
+                task.stop().await;
+            });
         }
 
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,10 +416,26 @@ async fn drain_and_stop(t: PoolTasks, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(pool = %t.pool.name, "pool left the configuration; stopping its workers");
-    let _ = t.stop.send(true);
-    for h in t.handles {
-        let _ = h.await;
+    let _ = t.health.stop.send(true);
+    for slot in &t.slots {
+        let _ = slot.stop.send(true);
     }
+    let _ = t.health.handle.await;
+    for slot in t.slots {
+        let _ = slot.handle.await;
+    }
+}
+
+fn spawn_health(pool: Arc<Pool>) -> Task {
+    let (stop, mut stop_rx) = watch::channel(false);
+    let spawned = matches!(pool.config.source, PoolSource::Spawn(_));
+    let handle = tokio::spawn(async move {
+        tokio::select! {
+            _ = health::run(pool, spawned) => {}
+            _ = stop_rx.wait_for(|s| *s) => {}
+        }
+    });
+    Task { stop, handle }
 }
 
 /// Send a reload on SIGHUP.

@@ -110,6 +110,11 @@ impl Runtime {
                 pools.insert(pc.name.clone(), kept.clone());
                 continue;
             }
+            let old_pool = old.and_then(|o| o.pools.get(&pc.name));
+            if let Some(workers) = old_pool.and_then(|op| reconciled_workers(op, pc)) {
+                pools.insert(pc.name.clone(), Arc::new(Pool::new(pc.clone(), workers)));
+                continue;
+            }
             let workers = match &pc.source {
                 PoolSource::Remote(addrs) => addrs
                     .iter()
@@ -314,4 +319,52 @@ fn build_verifier(
         issuers.push(issuer);
     }
     Ok(Verifier::new(issuers, auth.token_cache_entries))
+}
+
+/// The workers of a changed pool, keeping those of `old` that still belong: a spawned pool
+/// whose command and environment did not change keeps its first workers (a smaller `count`
+/// drops the last ones, a larger one adds new ones); a remote pool keeps the workers whose
+/// address is still listed. `None` when nothing can be kept (the pool is built anew).
+pub fn reconciled_workers(old: &Pool, new: &crate::config::PoolConfig) -> Option<Vec<Arc<Worker>>> {
+    match (&old.config.source, &new.source) {
+        (PoolSource::Spawn(a), PoolSource::Spawn(b))
+            if a.command == b.command
+                && a.env == b.env
+                && a.ready_timeout == b.ready_timeout
+                && a.stop_grace == b.stop_grace =>
+        {
+            Some(
+                (0..b.count)
+                    .map(|i| match old.workers.get(i) {
+                        Some(w) => w.clone(),
+                        None => Arc::new(Worker::new(
+                            format!("{}-{i}", new.name),
+                            Endpoint::new(([127, 0, 0, 1], 0).into(), 0),
+                            false,
+                        )),
+                    })
+                    .collect(),
+            )
+        }
+        (PoolSource::Remote(_), PoolSource::Remote(addrs)) => Some(
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    old.workers
+                        .iter()
+                        .find(|w| w.endpoint().addr == *a)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            let mut id = format!("{}-{i}", new.name);
+                            if old.workers.iter().any(|w| w.id == id) {
+                                id = format!("{}-{a}", new.name);
+                            }
+                            Arc::new(Worker::new(id, Endpoint::new(*a, 0), true))
+                        })
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }

@@ -300,3 +300,53 @@ async fn pools_are_reconciled_new_ones_started_removed_ones_stopped_unchanged_on
     assert_eq!(status, 200);
     assert_eq!(result_text(&v.unwrap()), "5");
 }
+
+#[tokio::test]
+async fn a_changed_count_adds_and_removes_workers_and_keeps_the_others() {
+    set_admin_token();
+    let (port, admin) = (free_port(), free_port());
+    let one = config(port, admin, "", "", "");
+    let gw = Gateway::start_with(&one, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let first = children_of(gw.pid());
+    assert_eq!(first.len(), 1);
+
+    // count 1 → 3 (and a different balancer): the worker and its session stay.
+    let three = one
+        .replace("      count: 1\n", "      count: 3\n")
+        .replace("balance: round_robin", "balance: least_connections");
+    write_config(&gw, &three);
+    let (status, v) = reload(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        wait_until(Duration::from_secs(15), || children_of(gw.pid()).len() == 3),
+        "two workers added"
+    );
+    assert!(
+        children_of(gw.pid()).contains(&first[0]),
+        "the first worker was kept"
+    );
+    let (status, v) = raw_call(&http, &gw.url(), &sid, 2, "add", json!({"a": 1, "b": 1})).await;
+    assert_eq!(status, 200, "the session continues on the kept worker");
+    assert_eq!(result_text(&v.unwrap()), "2");
+    let (_, pools) = admin_get(&gw, "/admin/pools").await;
+    assert_eq!(
+        pools["pools"][0]["workers"].as_array().map(|w| w.len()),
+        Some(3)
+    );
+
+    // count 3 → 1: the two added workers are drained and stopped, the first stays.
+    let three_pids = children_of(gw.pid());
+    write_config(&gw, &one);
+    let (status, _) = reload(&gw).await;
+    assert_eq!(status, 200);
+    let added: Vec<i32> = three_pids.into_iter().filter(|p| *p != first[0]).collect();
+    assert!(
+        wait_until(Duration::from_secs(15), || added.iter().all(|p| !alive(*p))),
+        "the removed workers stopped"
+    );
+    assert_eq!(children_of(gw.pid()), first);
+    let (status, _) = raw_call(&http, &gw.url(), &sid, 3, "add", json!({"a": 2, "b": 2})).await;
+    assert_eq!(status, 200);
+}

@@ -69,7 +69,10 @@ pub async fn login(
 ) -> Response {
     let fail = |status: StatusCode, why: &str| json_answer(status, json!({ "error": why }));
     let Ok(req) = serde_json::from_slice::<Login>(&body) else {
-        return fail(StatusCode::BAD_REQUEST, "expected {\"email\", \"password\"}");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "expected {\"email\", \"password\"}",
+        );
     };
     let Some(identity) = shared.identity.load_full() else {
         return fail(
@@ -105,14 +108,20 @@ pub async fn login(
         .send()
         .await;
     let Ok(answer) = answer else {
-        return fail(StatusCode::SERVICE_UNAVAILABLE, "the identity service did not answer");
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the identity service did not answer",
+        );
     };
     if answer.status() != reqwest::StatusCode::OK {
         return fail(StatusCode::UNAUTHORIZED, "wrong email or password");
     }
     let v: serde_json::Value = answer.json().await.unwrap_or_default();
     let Some(token) = v["access_token"].as_str() else {
-        return fail(StatusCode::SERVICE_UNAVAILABLE, "the identity service gave no token");
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the identity service gave no token",
+        );
     };
     let rt = shared.runtime.load_full();
     match rt.verifier.verify_refreshing(token).await {
@@ -120,7 +129,13 @@ pub async fn login(
             StatusCode::OK,
             json!({ "token": token, "expires_in": v["expires_in"] }),
         ),
-        Ok(_) => fail(StatusCode::FORBIDDEN, "this account does not have the admin role"),
-        Err(_) => fail(StatusCode::SERVICE_UNAVAILABLE, "the new token could not be verified"),
+        Ok(_) => fail(
+            StatusCode::FORBIDDEN,
+            "this account does not have the admin role",
+        ),
+        Err(_) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the new token could not be verified",
+        ),
     }
 }

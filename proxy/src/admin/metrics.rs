@@ -426,7 +426,11 @@ fn quantile(h: &prometheus::proto::Histogram, q: f64) -> Option<f64> {
                 return Some(prev_bound);
             }
             let in_bucket = count - prev_count;
-            let frac = if in_bucket > 0.0 { (rank - prev_count) / in_bucket } else { 1.0 };
+            let frac = if in_bucket > 0.0 {
+                (rank - prev_count) / in_bucket
+            } else {
+                1.0
+            };
             return Some(prev_bound + (bound - prev_bound) * frac);
         }
         prev_bound = bound;

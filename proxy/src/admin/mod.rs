@@ -1,10 +1,10 @@
 //! The admin listener: liveness, readiness and Prometheus metrics.
 
 pub mod auth;
+pub mod dashboard;
 pub mod logs;
 pub mod metrics;
 pub mod state;
-pub mod dashboard;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -173,7 +173,12 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
             return;
         }
     };
-    if let Err(e) = axum::serve(listener, router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
+    if let Err(e) = axum::serve(
+        listener,
+        router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+    {
         tracing::error!(error = %e, "admin listener failed");
     }
 }
@@ -195,7 +200,13 @@ pub async fn serve_admin(admin: AdminListener, shared: Arc<Shared>) {
                 match tokio::net::TcpListener::bind(addr).await {
                     Ok(l) => {
                         tracing::info!(%addr, "admin listener bound");
-                        if let Err(e) = axum::serve(l, router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
+                        if let Err(e) = axum::serve(
+                            l,
+                            router(shared)
+                                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                        )
+                        .await
+                        {
                             tracing::error!(error = %e, "admin listener failed");
                         }
                         return;
