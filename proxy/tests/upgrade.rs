@@ -12,6 +12,18 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// Kills the process when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
     // Workers outside the gateway (a remote pool), and one session key for both processes,
@@ -21,13 +33,14 @@ async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
     );
     let worker_port = free_port();
-    let mut worker = Command::new(worker_bin())
+    let worker = Command::new(worker_bin())
         .args(["tools", "--id", "remote", "--listen"])
         .arg(format!("127.0.0.1:{worker_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _worker = KillOnDrop(worker);
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", worker_port)).is_ok()
     }));
@@ -114,7 +127,7 @@ async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
     // The new process waits for the listener; SIGQUIT makes the old one hand it over.
     let new_log = temp_path("gateway-new.log");
     let cfg_path = old.log.with_file_name("gateway.yaml");
-    let mut new = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+    let new = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .args(["run", "--upgrade", "--config"])
         .arg(&cfg_path)
         .env("RUST_LOG", "info")
@@ -123,6 +136,7 @@ async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
         .stderr(std::fs::File::create(&new_log).unwrap())
         .spawn()
         .unwrap();
+    let _new = KillOnDrop(new);
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(libc::SIGQUIT);
     let status = old.wait_exit(Duration::from_secs(30));
@@ -152,10 +166,4 @@ async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
     }));
     let log = std::fs::read_to_string(&new_log).unwrap_or_default();
     assert!(log.contains("gateway started"), "{log}");
-    unsafe {
-        libc::kill(new.id() as i32, libc::SIGTERM);
-    }
-    let _ = new.wait();
-    let _ = worker.kill();
-    let _ = worker.wait();
 }
