@@ -160,6 +160,10 @@ async fn an_upgrade_under_load_refuses_no_connection_and_fails_no_request() {
         failed, 0,
         "no request failed across the upgrade ({ok} succeeded)"
     );
+    eprintln!(
+        "upgrade: {ok} calls, {} sent again after an unanswered connection",
+        retried.load(Ordering::Acquire)
+    );
     // The new process took the admin port over too.
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
