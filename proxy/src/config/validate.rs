@@ -172,6 +172,14 @@ impl Validator<'_> {
                 "expected 1 byte to 1 GiB",
             );
         }
+        let max_batch = &f.limits.max_batch_len;
+        if max_batch.value == 0 || max_batch.value > 100_000 {
+            self.err(
+                &max_batch.referenced,
+                "limits.max_batch_len",
+                "expected 1 to 100000",
+            );
+        }
         let mut origins = Vec::new();
         for (i, o) in f.allowed_origins.iter().enumerate() {
             match OriginRule::parse(&o.value) {
@@ -390,6 +398,7 @@ impl Validator<'_> {
                 max_body_bytes: usize::try_from(max_body.value).unwrap_or(usize::MAX),
                 client_read_timeout: f.limits.client_read_timeout.0,
                 client_write_timeout: f.limits.client_write_timeout.0,
+                max_batch_len: usize::try_from(max_batch.value).unwrap_or(usize::MAX),
             },
             origins,
             shutdown_grace: f.shutdown_grace.0,
