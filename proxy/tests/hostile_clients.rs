@@ -206,3 +206,215 @@ async fn pipelined_requests_never_reach_the_worker_as_more_than_was_answered() {
     .await;
     assert_eq!(statuses(&answer), vec![200]);
 }
+
+fn json_post(body: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "{}{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        post_head(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The JSON-RPC error in a gateway answer (the body after the header block).
+fn error_of(raw: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(raw);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let up = Upstream::start(Behaviour::Answer).await;
+    let (port, admin) = (free_port(), free_port());
+    let extra = "limits:\n  max_body_bytes: 1048576\n  client_read_timeout: 2s\n";
+    let gw = Gateway::start_with(
+        &two_route_config(port, admin, up.port, "", extra),
+        port,
+        admin,
+    )
+    .await;
+    let long = Duration::from_secs(30);
+
+    // Thousands of idle connections, held open for the whole test.
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(
+            TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap_or_else(|e| panic!("idle connect: {e}")),
+        );
+    }
+    // Slowloris: a hundred clients trickling a request header one byte at a time.
+    let mut loris = Vec::new();
+    for _ in 0..100 {
+        loris.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+                return;
+            };
+            if s.write_all(b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Slow: ").await.is_err() {
+                return;
+            }
+            while s.write_all(b"a").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    assert!(well_behaved_call(port).await, "not served beside idle and slow clients");
+
+    // A header block over Pingora's 1 MiB limit: refused, never forwarded.
+    let mut big = b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 2 << 20));
+    big.extend_from_slice(b"\r\n\r\n");
+    let (answer, closed) = exchange_until_close(port, &big, long).await;
+    assert!(closed && statuses(&answer).iter().all(|s| *s == 400), "huge header");
+
+    // More than Pingora's 256 headers: 400. 200 headers pass (control).
+    let many = |n: usize| {
+        let h: String = (0..n).map(|i| format!("X-H{i}: v\r\n")).collect();
+        json_post(B, &h)
+    };
+    let (answer, _) = exchange_until_close(port, &many(300), long).await;
+    assert_eq!(statuses(&answer), vec![400], "300 headers");
+    let (answer, _) = exchange_until_close(port, &many(200), long).await;
+    assert_eq!(statuses(&answer), vec![200], "200 headers");
+    assert_eq!(up.requests().len(), 1);
+    up.clear();
+
+    // JSON nested 100,000 deep: refused by the gateway's parser (limit 128 levels).
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (answer, _) = exchange_until_close(port, &json_post(&deep, ""), long).await;
+    assert_eq!(statuses(&answer), vec![400]);
+    assert_eq!(error_of(&answer)["error"]["code"], -32600, "{:?}", error_of(&answer));
+
+    // A batch of 10,000 calls: refused at limits.max_batch_len (default 100); 100 pass.
+    let batch = |n: usize| {
+        let calls: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"add","arguments":{{"a":1,"b":2}}}}}}"#))
+            .collect();
+        format!("[{}]", calls.join(","))
+    };
+    let (answer, _) = exchange_until_close(port, &json_post(&batch(10_000), ""), long).await;
+    assert_eq!(statuses(&answer), vec![400]);
+    let e = error_of(&answer);
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.max_batch_len"),
+        "{e}"
+    );
+    let (answer, _) = exchange_until_close(port, &json_post(&batch(100), ""), long).await;
+    assert_eq!(statuses(&answer), vec![200]);
+    assert_eq!(up.requests().len(), 1);
+    up.clear();
+
+    // A body over limits.max_body_bytes: 413, announced or streamed.
+    let huge = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"s":"{}"}}}}"#, "x".repeat(2 << 20));
+    let (answer, _) = exchange_until_close(port, &json_post(&huge, ""), long).await;
+    assert_eq!(statuses(&answer), vec![413]);
+    let mut chunked = post_head("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for piece in huge.as_bytes().chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (answer, _) = exchange_until_close(port, &chunked, long).await;
+    assert_eq!(statuses(&answer), vec![413]);
+
+    // A body trickled then stalled past limits.client_read_timeout (2 s): cut with 400.
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!("{}Content-Length: {}\r\n\r\n", post_head(""), B.len());
+    s.write_all(head.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    for b in B.as_bytes()[..10].iter() {
+        s.write_all(&[*b]).await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = read_until_quiet(&mut s, long).await;
+    assert_eq!(statuses(&answer), vec![400], "{}", String::from_utf8_lossy(&answer));
+    let e = error_of(&answer);
+    assert!(
+        e["error"]["message"].as_str().unwrap_or_default().contains("too slow"),
+        "{e}"
+    );
+
+    // None of the refused requests reached the worker as a request.
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    assert_abandoned_prefix_only("exhaustion", &up);
+
+    // The idle connections, which never sent a byte, were closed after
+    // limits.client_read_timeout (2 s here).
+    for s in idle.iter_mut().take(20) {
+        assert!(read_to_eof(s, long).await.is_some(), "an idle connection was kept");
+    }
+    // Still serving; the slowloris clients are still attached (Pingora's header limits are
+    // per read: 60 s per read, 1 MiB, 256 headers) but cost the others nothing.
+    assert!(well_behaved_call(port).await, "not served after the attacks");
+    assert!(common::alive(gw.pid()));
+    for l in &loris {
+        assert!(!l.is_finished(), "a slowloris connection was cut early");
+    }
+    for l in loris {
+        l.abort();
+    }
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_stalled_request_header_and_an_idle_connection_are_closed_by_the_header_read_timeout(
+) {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let up = Upstream::start(Behaviour::Answer).await;
+    let (port, admin) = (free_port(), free_port());
+    let extra = "limits:\n  client_read_timeout: 2s\n";
+    let _gw = Gateway::start_with(&two_route_config(port, admin, up.port, "", extra), port, admin).await;
+    let mut idle = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stalled = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stalled
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A connection's first bytes must come within limits.client_read_timeout (2 s here);
+    // after them Pingora allows 60 s for each read of a request header. Both connections
+    // must be gone well before this generous bound.
+    let bound = Duration::from_secs(120);
+    let (a, b) = tokio::join!(
+        read_to_eof(&mut idle, bound),
+        read_to_eof(&mut stalled, bound)
+    );
+    assert!(a.is_some(), "the idle connection was never closed");
+    let b = b.unwrap_or_else(|| panic!("the stalled header was never cut"));
+    assert!(statuses(&b).iter().all(|s| *s >= 400), "{}", String::from_utf8_lossy(&b));
+    assert!(up.requests().is_empty());
+}
+
+async fn read_to_eof(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(out),
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+}
