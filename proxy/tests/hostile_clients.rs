@@ -418,3 +418,211 @@ async fn read_to_eof(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<V
         }
     }
 }
+
+const ISS: &str = "https://issuer.test";
+const SECRET: &str = "hostile-clients-secret-0123456789abcdef";
+
+fn token(sub: &str, roles: &[&str]) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({"iss": ISS, "aud": "mcp", "sub": sub, "exp": now + 600, "roles": roles});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `/mcp` denies `whoami` (a deny-list), `/strict` allows only `add` and `echo` (an
+/// allow-list); both reach the recording upstream and need a token with role `user`.
+fn identity_config(port: u16, admin: u16, upstream: u16) -> String {
+    format!(
+        r#"listen: 127.0.0.1:{port}
+admin: 127.0.0.1:{admin}
+shutdown_grace: 1s
+auth:
+  issuers:
+    - name: test
+      issuer: {ISS}
+      audiences: [mcp]
+      algorithms: [HS256]
+      secret_env: HOSTILE_CLIENTS_SECRET
+routes:
+  - path: /mcp
+    pool: recorder
+    auth: {{ roles: [user] }}
+    tools:
+      - roles: ["*"]
+        allow: ["*"]
+        deny: [whoami]
+  - path: /strict
+    pool: recorder
+    upstream_path: /mcp
+    auth: {{ roles: [user] }}
+    tools:
+      - roles: ["*"]
+        allow: [add, echo]
+pools:
+  recorder:
+    upstreams: ["127.0.0.1:{upstream}"]
+    health: {{ kind: tcp, interval: 1h }}
+"#
+    )
+}
+
+async fn send(
+    url: &str,
+    tok: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT);
+    if let Some(t) = tok {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = req
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+fn tool_call(name: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":name,"arguments":{}}})
+        .to_string()
+}
+
+fn names_seen(up: &Upstream) -> Vec<String> {
+    up.requests()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .filter_map(|v| v["params"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn identity_abuse_never_reaches_the_worker_as_given() {
+    std::env::set_var("HOSTILE_CLIENTS_SECRET", SECRET);
+    let up = Upstream::start(Behaviour::Answer).await;
+    let (port, admin) = (free_port(), free_port());
+    let _gw = Gateway::start_with(&identity_config(port, admin, up.port), port, admin).await;
+    let open = format!("http://127.0.0.1:{port}/mcp");
+    let strict = format!("http://127.0.0.1:{port}/strict");
+    let alice = token("alice", &["user"]);
+    let denied = |v: &serde_json::Value| v["error"]["code"] == -32005;
+
+    // Tool names are matched exactly and case-sensitively, after JSON unescaping. A deny-list
+    // denies exactly the names it lists: a lookalike is a different tool and passes (a real
+    // worker answers "unknown tool")...
+    let lookalikes = ["WhoAmI", "WHOAMI", "whoam\u{456}", "whoami\u{200b}", "whoami "];
+    for name in lookalikes {
+        let (status, v) = send(&open, Some(&alice), &[], &tool_call(name)).await;
+        assert_eq!(status, 200, "{name:?}: {v}");
+        assert!(!denied(&v), "{name:?}: {v}");
+    }
+    assert_eq!(names_seen(&up), lookalikes.to_vec(), "forwarded unchanged");
+    up.clear();
+    // ...while the denied name itself, however it is spelled in JSON, is refused.
+    let escaped = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"who\u0061mi","arguments":{}}}"#;
+    for body in [tool_call("whoami"), escaped.to_string()] {
+        let (status, v) = send(&open, Some(&alice), &[], &body).await;
+        assert_eq!((status, denied(&v)), (200, true), "{body}: {v}");
+    }
+    // Two names in one call (duplicate keys: parsers disagree on which wins) or two methods:
+    // refused as invalid, never forwarded.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"add","name":"whoami"}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"ping","method":"tools/call","params":{"name":"whoami"}}"#,
+    ] {
+        let (status, v) = send(&open, Some(&alice), &[], body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["code"], -32600, "{body}: {v}");
+    }
+    // Batched with allowed calls: the whole batch is refused.
+    let batch = format!("[{},{}]", tool_call("add"), tool_call("whoami"));
+    let (_, v) = send(&open, Some(&alice), &[], &batch).await;
+    assert!(denied(&v), "{v}");
+    assert!(up.requests().is_empty(), "{:?}", names_seen(&up));
+
+    // An allow-list refuses every lookalike at the gateway.
+    for name in lookalikes.iter().copied().chain(["ADD", "add ", "\u{430}dd"]) {
+        let (status, v) = send(&strict, Some(&alice), &[], &tool_call(name)).await;
+        assert_eq!((status, denied(&v)), (200, true), "{name:?}: {v}");
+    }
+    let (status, v) = send(&strict, Some(&alice), &[], &tool_call("add")).await;
+    assert_eq!((status, v["result"]["recorded"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(names_seen(&up), vec!["add"]);
+    up.clear();
+
+    // A 2026-07-28 Mcp-Name header that disagrees with the body: 400, -32020, either way.
+    for (header, body) in [
+        ("add", tool_call("whoami")),
+        ("whoami", tool_call("add")),
+        ("=?base64?YWRk?=", tool_call("whoami")),
+    ] {
+        let (status, v) = send(
+            &open,
+            Some(&alice),
+            &[("mcp-method", "tools/call"), ("mcp-name", header)],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 400, "{header}: {v}");
+        assert_eq!(v["error"]["code"], -32020, "{header}: {v}");
+    }
+    assert!(up.requests().is_empty());
+
+    // Identity and forwarding headers sent by the client never reach the worker as given.
+    let spoof = [
+        ("x-mcp-user-id", "admin"),
+        ("x-mcp-user-roles", "admin"),
+        ("x-mcp-user-email", "root@example.com"),
+        ("x-mcp-user-issuer", "https://evil.example"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+        ("x-forwarded-proto", "https"),
+        ("x-api-key", "stolen"),
+        ("cookie", "session=stolen"),
+        ("proxy-authorization", "Basic c3RvbGVu"),
+    ];
+    let (status, _) = send(&open, Some(&alice), &spoof, &tool_call("add")).await;
+    assert_eq!(status, 200);
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.header_all("x-mcp-user-id"), vec!["alice"]);
+    assert_eq!(r.header_all("x-mcp-user-roles"), vec!["user"]);
+    assert_eq!(r.header_all("x-mcp-user-issuer"), vec![ISS]);
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(r.header_all("x-forwarded-proto"), vec!["http"]);
+    for h in [
+        "x-mcp-user-email",
+        "x-real-ip",
+        "forwarded",
+        "x-api-key",
+        "cookie",
+        "proxy-authorization",
+        "authorization",
+    ] {
+        assert!(r.header_all(h).is_empty(), "{h} reached the worker: {:?}", r.headers);
+    }
+    up.clear();
+
+    // Without a token, claiming an identity by header gets 401 and reaches nothing.
+    let (status, _) = send(&open, None, &spoof, &tool_call("add")).await;
+    assert_eq!(status, 401);
+    assert!(up.requests().is_empty());
+}
