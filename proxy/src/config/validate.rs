@@ -960,3 +960,26 @@ mod rate_limit_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod hardening_limit_tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+
+    #[test]
+    fn max_batch_len_has_a_default_and_a_range() {
+        let cfg = parse_and_validate(BASE, "t.yaml").unwrap();
+        assert_eq!(cfg.limits.max_batch_len, 100);
+        let cfg = parse_and_validate(&format!("{BASE}limits:\n  max_batch_len: 5\n"), "t.yaml")
+            .unwrap();
+        assert_eq!(cfg.limits.max_batch_len, 5);
+        for bad in ["0", "100001"] {
+            let text = format!("{BASE}limits:\n  max_batch_len: {bad}\n");
+            let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+            assert!(errs.contains("t.yaml:8:"), "{errs}");
+            assert!(errs.contains("limits.max_batch_len"), "{errs}");
+            assert!(errs.contains("expected 1 to 100000"), "{errs}");
+        }
+    }
+}
