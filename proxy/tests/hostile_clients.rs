@@ -84,7 +84,6 @@ fn probes() -> Vec<Probe> {
     ]
 }
 
-
 /// Headers a client may never get through to a worker as given.
 const FORBIDDEN_UPSTREAM: &[&str] = &[
     "injected",
@@ -100,7 +99,8 @@ fn assert_abandoned_prefix_only(name: &str, up: &Upstream) {
     for raw in up.unparsed() {
         let text = String::from_utf8_lossy(&raw);
         assert!(
-            text.starts_with("POST /mcp HTTP/1.1\r\n") && text.matches(" HTTP/1.1\r\n").count() == 1,
+            text.starts_with("POST /mcp HTTP/1.1\r\n")
+                && text.matches(" HTTP/1.1\r\n").count() == 1,
             "{name}: the worker got {text:?}"
         );
     }
@@ -110,7 +110,8 @@ fn assert_abandoned_prefix_only(name: &str, up: &Upstream) {
 async fn framing_probes_are_refused_or_reach_the_worker_as_one_well_formed_request() {
     let up = Upstream::start(Behaviour::Answer).await;
     let (port, admin) = (free_port(), free_port());
-    let _gw = Gateway::start_with(&two_route_config(port, admin, up.port, "", ""), port, admin).await;
+    let _gw =
+        Gateway::start_with(&two_route_config(port, admin, up.port, "", ""), port, admin).await;
     let mut failures = Vec::new();
     for p in probes() {
         up.clear();
@@ -165,17 +166,28 @@ fn post_bytes(id: i64, extra_headers: &str) -> String {
 async fn pipelined_requests_never_reach_the_worker_as_more_than_was_answered() {
     let up = Upstream::start(Behaviour::Answer).await;
     let (port, admin) = (free_port(), free_port());
-    let _gw = Gateway::start_with(&two_route_config(port, admin, up.port, "", ""), port, admin).await;
+    let _gw =
+        Gateway::start_with(&two_route_config(port, admin, up.port, "", ""), port, admin).await;
 
     // Three valid requests in one write. Pingora does not pipeline by default: the first is
     // answered, then the connection is closed and the rest dropped (RFC 9112 section 9.3.2:
     // the client retries them on a new connection).
-    let raw = format!("{}{}{}", post_bytes(1, ""), post_bytes(2, ""), post_bytes(3, ""));
+    let raw = format!(
+        "{}{}{}",
+        post_bytes(1, ""),
+        post_bytes(2, ""),
+        post_bytes(3, "")
+    );
     let (answer, closed) =
         exchange_until_close(port, raw.as_bytes(), Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(closed, "the connection stayed open");
-    assert_eq!(statuses(&answer), vec![200], "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        statuses(&answer),
+        vec![200],
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(String::from_utf8_lossy(&answer).contains("\"id\":1"));
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}");
@@ -193,7 +205,12 @@ async fn pipelined_requests_never_reach_the_worker_as_more_than_was_answered() {
         exchange_until_close(port, raw.as_bytes(), Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(closed);
-    assert_eq!(statuses(&answer), vec![400], "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        statuses(&answer),
+        vec![400],
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(up.requests().is_empty(), "{:?}", up.requests());
     assert_abandoned_prefix_only("refused then valid", &up);
 
@@ -255,7 +272,10 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
                 return;
             };
-            if s.write_all(b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Slow: ").await.is_err() {
+            if s.write_all(b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+                .await
+                .is_err()
+            {
                 return;
             }
             while s.write_all(b"a").await.is_ok() {
@@ -263,14 +283,20 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
             }
         }));
     }
-    assert!(well_behaved_call(port).await, "not served beside idle and slow clients");
+    assert!(
+        well_behaved_call(port).await,
+        "not served beside idle and slow clients"
+    );
 
     // A header block over Pingora's 1 MiB limit: refused, never forwarded.
     let mut big = b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 2 << 20));
     big.extend_from_slice(b"\r\n\r\n");
     let (answer, closed) = exchange_until_close(port, &big, long).await;
-    assert!(closed && statuses(&answer).iter().all(|s| *s == 400), "huge header");
+    assert!(
+        closed && statuses(&answer).iter().all(|s| *s == 400),
+        "huge header"
+    );
 
     // More than Pingora's 256 headers: 400. 200 headers pass (control).
     let many = |n: usize| {
@@ -292,7 +318,12 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
     );
     let (answer, _) = exchange_until_close(port, &json_post(&deep, ""), long).await;
     assert_eq!(statuses(&answer), vec![400]);
-    assert_eq!(error_of(&answer)["error"]["code"], -32600, "{:?}", error_of(&answer));
+    assert_eq!(
+        error_of(&answer)["error"]["code"],
+        -32600,
+        "{:?}",
+        error_of(&answer)
+    );
 
     // A batch of 10,000 calls: refused at limits.max_batch_len (default 100); 100 pass.
     let batch = |n: usize| {
@@ -318,10 +349,14 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
     up.clear();
 
     // A body over limits.max_body_bytes: 413, announced or streamed.
-    let huge = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"s":"{}"}}}}"#, "x".repeat(2 << 20));
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"s":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
     let (answer, _) = exchange_until_close(port, &json_post(&huge, ""), long).await;
     assert_eq!(statuses(&answer), vec![413]);
-    let mut chunked = post_head("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut chunked =
+        post_head("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
     for piece in huge.as_bytes().chunks(64 * 1024) {
         chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
         chunked.extend_from_slice(piece);
@@ -336,16 +371,26 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let head = format!("{}Content-Length: {}\r\n\r\n", post_head(""), B.len());
-    s.write_all(head.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     for b in B.as_bytes()[..10].iter() {
         s.write_all(&[*b]).await.unwrap_or_else(|e| panic!("{e}"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let answer = read_until_quiet(&mut s, long).await;
-    assert_eq!(statuses(&answer), vec![400], "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        statuses(&answer),
+        vec![400],
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let e = error_of(&answer);
     assert!(
-        e["error"]["message"].as_str().unwrap_or_default().contains("too slow"),
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too slow"),
         "{e}"
     );
 
@@ -356,11 +401,17 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
     // The idle connections, which never sent a byte, were closed after
     // limits.client_read_timeout (2 s here).
     for s in idle.iter_mut().take(20) {
-        assert!(read_to_eof(s, long).await.is_some(), "an idle connection was kept");
+        assert!(
+            read_to_eof(s, long).await.is_some(),
+            "an idle connection was kept"
+        );
     }
     // Still serving; the slowloris clients are still attached (Pingora's header limits are
     // per read: 60 s per read, 1 MiB, 256 headers) but cost the others nothing.
-    assert!(well_behaved_call(port).await, "not served after the attacks");
+    assert!(
+        well_behaved_call(port).await,
+        "not served after the attacks"
+    );
     assert!(common::alive(gw.pid()));
     for l in &loris {
         assert!(!l.is_finished(), "a slowloris connection was cut early");
@@ -372,15 +423,19 @@ async fn exhaustion_attacks_are_cut_while_a_well_behaved_client_is_served() {
 }
 
 #[tokio::test]
-async fn a_stalled_request_header_and_an_idle_connection_are_closed_by_the_header_read_timeout(
-) {
+async fn a_stalled_request_header_and_an_idle_connection_are_closed_by_the_header_read_timeout() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
 
     let up = Upstream::start(Behaviour::Answer).await;
     let (port, admin) = (free_port(), free_port());
     let extra = "limits:\n  client_read_timeout: 2s\n";
-    let _gw = Gateway::start_with(&two_route_config(port, admin, up.port, "", extra), port, admin).await;
+    let _gw = Gateway::start_with(
+        &two_route_config(port, admin, up.port, "", extra),
+        port,
+        admin,
+    )
+    .await;
     let mut idle = TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -401,7 +456,11 @@ async fn a_stalled_request_header_and_an_idle_connection_are_closed_by_the_heade
     );
     assert!(a.is_some(), "the idle connection was never closed");
     let b = b.unwrap_or_else(|| panic!("the stalled header was never cut"));
-    assert!(statuses(&b).iter().all(|s| *s >= 400), "{}", String::from_utf8_lossy(&b));
+    assert!(
+        statuses(&b).iter().all(|s| *s >= 400),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
     assert!(up.requests().is_empty());
 }
 
@@ -428,7 +487,8 @@ fn token(sub: &str, roles: &[&str]) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let claims = serde_json::json!({"iss": ISS, "aud": "mcp", "sub": sub, "exp": now + 600, "roles": roles});
+    let claims =
+        serde_json::json!({"iss": ISS, "aud": "mcp", "sub": sub, "exp": now + 600, "roles": roles});
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -526,7 +586,13 @@ async fn identity_abuse_never_reaches_the_worker_as_given() {
     // Tool names are matched exactly and case-sensitively, after JSON unescaping. A deny-list
     // denies exactly the names it lists: a lookalike is a different tool and passes (a real
     // worker answers "unknown tool")...
-    let lookalikes = ["WhoAmI", "WHOAMI", "whoam\u{456}", "whoami\u{200b}", "whoami "];
+    let lookalikes = [
+        "WhoAmI",
+        "WHOAMI",
+        "whoam\u{456}",
+        "whoami\u{200b}",
+        "whoami ",
+    ];
     for name in lookalikes {
         let (status, v) = send(&open, Some(&alice), &[], &tool_call(name)).await;
         assert_eq!(status, 200, "{name:?}: {v}");
@@ -557,12 +623,20 @@ async fn identity_abuse_never_reaches_the_worker_as_given() {
     assert!(up.requests().is_empty(), "{:?}", names_seen(&up));
 
     // An allow-list refuses every lookalike at the gateway.
-    for name in lookalikes.iter().copied().chain(["ADD", "add ", "\u{430}dd"]) {
+    for name in lookalikes
+        .iter()
+        .copied()
+        .chain(["ADD", "add ", "\u{430}dd"])
+    {
         let (status, v) = send(&strict, Some(&alice), &[], &tool_call(name)).await;
         assert_eq!((status, denied(&v)), (200, true), "{name:?}: {v}");
     }
     let (status, v) = send(&strict, Some(&alice), &[], &tool_call("add")).await;
-    assert_eq!((status, v["result"]["recorded"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(
+        (status, v["result"]["recorded"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
     assert_eq!(names_seen(&up), vec!["add"]);
     up.clear();
 
@@ -617,7 +691,11 @@ async fn identity_abuse_never_reaches_the_worker_as_given() {
         "proxy-authorization",
         "authorization",
     ] {
-        assert!(r.header_all(h).is_empty(), "{h} reached the worker: {:?}", r.headers);
+        assert!(
+            r.header_all(h).is_empty(),
+            "{h} reached the worker: {:?}",
+            r.headers
+        );
     }
     up.clear();
 

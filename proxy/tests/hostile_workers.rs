@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use hostile_common::*;
 
-const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{}}}"#;
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{}}}"#;
 
 /// `/mcp` to the hostile upstream (read_timeout 2 s, ejected after 2 failures; health checks
 /// hourly, so only requests can eject it), `/good` to a real worker.
@@ -19,8 +20,10 @@ async fn start(behaviour: Behaviour) -> (Upstream, common::Gateway) {
     let up = Upstream::start(behaviour).await;
     let (port, admin) = (common::free_port(), common::free_port());
     let pool_extra = "    read_timeout: 2s\n    health: { kind: http, path: /health, interval: 1h, unhealthy_after: 2 }\n";
-    let config = two_route_config(port, admin, up.port, "", "")
-        .replace("    health: { kind: http, path: /health, interval: 1h }\n", pool_extra);
+    let config = two_route_config(port, admin, up.port, "", "").replace(
+        "    health: { kind: http, path: /health, interval: 1h }\n",
+        pool_extra,
+    );
     let gw = common::Gateway::start_with(&config, port, admin).await;
     (up, gw)
 }
@@ -55,7 +58,12 @@ async fn recorder_healthy(gw: &common::Gateway) -> Option<bool> {
 
 /// Two failures eject the worker; then the pool has none left: 503, while `/good` is served.
 async fn assert_ejected_and_others_served(gw: &common::Gateway) {
-    assert_eq!(recorder_healthy(gw).await, Some(false), "{}", gw.metrics().await);
+    assert_eq!(
+        recorder_healthy(gw).await,
+        Some(false),
+        "{}",
+        gw.metrics().await
+    );
     let (status, v) = call(gw).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["error"]["code"], -32002);
@@ -73,10 +81,15 @@ async fn a_worker_that_never_answers_gets_504_and_is_ejected() {
         assert_eq!(v["error"]["code"], -32002);
         assert_eq!(v["id"], 7);
     }
-    assert!(good.await.unwrap_or(false), "the other client was not served");
+    assert!(
+        good.await.unwrap_or(false),
+        "the other client was not served"
+    );
     assert_eq!(up.requests().len(), 2);
     assert_ejected_and_others_served(&gw).await;
-    assert!(gw.log_text().contains("worker failed while answering; ejected"));
+    assert!(gw
+        .log_text()
+        .contains("worker failed while answering; ejected"));
 }
 
 #[tokio::test]
@@ -117,7 +130,12 @@ async fn a_gigantic_answer_is_streamed_through_with_bounded_memory() {
     }
     assert!(total >= MIB << 20, "got {total} bytes");
     let growth_mib = (peak.saturating_sub(before)) / 1024;
-    println!("gigantic answer: {} MiB through, gateway RSS {} -> peak {} KiB (+{growth_mib} MiB)", total >> 20, before, peak);
+    println!(
+        "gigantic answer: {} MiB through, gateway RSS {} -> peak {} KiB (+{growth_mib} MiB)",
+        total >> 20,
+        before,
+        peak
+    );
     assert!(growth_mib < 128, "gateway memory grew by {growth_mib} MiB");
     assert_eq!(recorder_healthy(&gw).await, Some(true));
 }
@@ -153,7 +171,10 @@ async fn a_worker_closing_mid_stream_ends_the_clients_stream_and_is_ejected() {
         .await;
         assert!(ended.is_ok(), "round {round}: the client's stream hung");
         assert!(text.contains("notifications/progress"), "{text}");
-        assert!(ended_with_error, "round {round}: a broken stream looked complete");
+        assert!(
+            ended_with_error,
+            "round {round}: a broken stream looked complete"
+        );
     }
     assert!(well_behaved_call(gw.port).await);
     assert_ejected_and_others_served(&gw).await;
@@ -202,7 +223,10 @@ async fn an_sse_flood_reaches_a_fast_client_and_backs_off_for_a_stalled_one() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         peak = peak.max(vm_rss_kib(gw.pid()));
     }
-    assert!(well_behaved_call(gw.port).await, "the other client was not served");
+    assert!(
+        well_behaved_call(gw.port).await,
+        "the other client was not served"
+    );
     drop(stalled);
     let growth_mib = peak.saturating_sub(before) / 1024;
     println!("sse flood: {events} events, {} MiB to the fast client; gateway RSS {before} -> peak {peak} KiB (+{growth_mib} MiB)", total >> 20);

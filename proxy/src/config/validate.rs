@@ -971,8 +971,8 @@ mod hardening_limit_tests {
     fn max_batch_len_has_a_default_and_a_range() {
         let cfg = parse_and_validate(BASE, "t.yaml").unwrap();
         assert_eq!(cfg.limits.max_batch_len, 100);
-        let cfg = parse_and_validate(&format!("{BASE}limits:\n  max_batch_len: 5\n"), "t.yaml")
-            .unwrap();
+        let cfg =
+            parse_and_validate(&format!("{BASE}limits:\n  max_batch_len: 5\n"), "t.yaml").unwrap();
         assert_eq!(cfg.limits.max_batch_len, 5);
         for bad in ["0", "100001"] {
             let text = format!("{BASE}limits:\n  max_batch_len: {bad}\n");

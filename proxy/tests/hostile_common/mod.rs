@@ -96,7 +96,10 @@ impl Upstream {
     }
 
     pub fn unparsed(&self) -> Vec<Vec<u8>> {
-        self.log.lock().map(|g| g.unparsed.clone()).unwrap_or_default()
+        self.log
+            .lock()
+            .map(|g| g.unparsed.clone())
+            .unwrap_or_default()
     }
 
     pub fn clear(&self) {
