@@ -43,8 +43,8 @@ const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The listener's app: Pingora's HTTP proxy behind a deadline for a connection's first
 /// bytes. With h2c on, Pingora waits for the 24-byte HTTP/2 preface with no time limit, so a
 /// connection that sends nothing (or a few bytes) would be held forever (docs/security.md).
-/// Here those bytes must arrive within `limits.client_read_timeout`, on a new connection and
-/// between the requests of a kept-alive one.
+/// Here those bytes must arrive within `limits.client_read_timeout`. (Between the requests of
+/// a kept-alive connection Pingora's own 60 s keep-alive timeout applies.)
 struct FirstBytesDeadline {
     inner: Arc<pingora::proxy::HttpProxy<Gateway>>,
     shared: Arc<Shared>,
