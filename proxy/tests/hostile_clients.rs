@@ -115,7 +115,7 @@ async fn framing_probes_are_refused_or_reach_the_worker_as_one_well_formed_reque
     let mut failures = Vec::new();
     for p in probes() {
         up.clear();
-        let raw = raw_exchange(port, &p.raw, Duration::from_millis(700)).await;
+        let raw = raw_exchange(port, &p.raw, Duration::from_millis(500)).await;
         // The gateway answers after the worker did; give the recorder a moment to log.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = statuses(&raw);

@@ -341,7 +341,8 @@ async fn misbehave(s: &mut TcpStream, behaviour: Behaviour, req: &Recorded) -> b
     }
 }
 
-/// The gateway's answer to raw bytes: everything it sends until it closes or goes quiet.
+/// The gateway's answer to raw bytes: waits (up to 30 s) for the connection to close or for
+/// a first complete response, then collects whatever else arrives until `quiet` passes.
 pub async fn raw_exchange(port: u16, request: &[u8], quiet: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
@@ -349,7 +350,37 @@ pub async fn raw_exchange(port: u16, request: &[u8], quiet: Duration) -> Vec<u8>
     s.write_all(request)
         .await
         .unwrap_or_else(|e| panic!("write: {e}"));
-    read_until_quiet(&mut s, quiet).await
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !response_complete(&out) {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    out.extend(read_until_quiet(&mut s, quiet).await);
+    out
+}
+
+/// Does `raw` hold at least one whole HTTP response (header, and body by its framing)?
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = find(raw, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return find(body, b"0\r\n\r\n").is_some();
+    }
+    true
 }
 
 pub async fn read_until_quiet(s: &mut TcpStream, quiet: Duration) -> Vec<u8> {
