@@ -30,6 +30,9 @@ Usage: bench/compare.sh [options]
   --open-rate R         open-loop rate in req/s (default: half of nginx's median
                         closed-loop throughput)
   --out DIR             keep JSON/HTML reports and the summary here (default: a temp dir)
+  --variant NAME=FILE   also measure a gateway whose config is the base one plus the YAML
+                        in FILE (repeatable), e.g. rate limits: bench/variants/limit-local.yaml
+  --only-gateways       measure the gateway and its variants only (no direct, no nginx)
   --no-build            do not run cargo build --release
   -h, --help            this help
 Binaries: target/release/{mcp-bench,mcp-worker,mcp-proxy}, overridable with
@@ -51,6 +54,8 @@ GATEWAY_THREADS=""
 OPEN_RATE=""
 OUT=""
 BUILD=1
+VARIANTS=()
+ONLY_GATEWAYS=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,6 +72,8 @@ while [ $# -gt 0 ]; do
         --open-rate) OPEN_RATE="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --no-build) BUILD=0 ;;
+        --variant) VARIANTS+=("$2"); shift ;;
+        --only-gateways) ONLY_GATEWAYS=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -224,6 +231,27 @@ GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_port "$GATEWAY_PORT" "mcp-proxy"
 
+declare -A VARIANT_URL=()
+declare -A VARIANT_PID=()
+VARIANT_NAMES=()
+for v in "${VARIANTS[@]}"; do
+    vname="${v%%=*}"
+    vfile="${v#*=}"
+    [ -f "$vfile" ] || die "variant $vname: no file $vfile"
+    vport="$(free_port)"
+    vadmin="$(free_port)"
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$vport/" -e "s/^admin: .*/admin: 127.0.0.1:$vadmin/" \
+        "$WORK/gateway.yaml" >"$WORK/gateway-$vname.yaml"
+    cat "$vfile" >>"$WORK/gateway-$vname.yaml"
+    "$PROXY" validate --config "$WORK/gateway-$vname.yaml" >&2 || die "variant $vname: invalid config"
+    "${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway-$vname.yaml" >"$WORK/gateway-$vname.log" 2>&1 &
+    VARIANT_PID[$vname]=$!
+    PIDS+=("${VARIANT_PID[$vname]}")
+    VARIANT_URL[$vname]="http://127.0.0.1:$vport/mcp"
+    VARIANT_NAMES+=("$vname")
+    wait_port "$vport" "mcp-proxy ($vname)"
+done
+
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 # One process (master_process off) so its CPU time is that of one PID.
@@ -272,7 +300,17 @@ declare -A URL=(
     [nginx]="http://127.0.0.1:$NGINX_PORT/mcp"
 )
 declare -A PROXY_PID=([direct]="" [gateway]="$GATEWAY_PID" [nginx]="$NGINX_PID")
-TARGETS=(direct gateway nginx)
+if [ "$ONLY_GATEWAYS" = 1 ]; then
+    TARGETS=(gateway)
+else
+    TARGETS=(direct gateway)
+fi
+for vname in "${VARIANT_NAMES[@]}"; do
+    URL[$vname]="${VARIANT_URL[$vname]}"
+    PROXY_PID[$vname]="${VARIANT_PID[$vname]}"
+    TARGETS+=("$vname")
+done
+[ "$ONLY_GATEWAYS" = 1 ] || TARGETS+=(nginx)
 for t in "${TARGETS[@]}"; do
     wait_mcp "${URL[$t]}" "$t"
 done
@@ -300,9 +338,9 @@ cpu_ticks() {
 wait_idle() {
     local start=$SECONDS a b
     while [ $(( SECONDS - start )) -lt 60 ]; do
-        a="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID")"
+        a="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}")"
         sleep 0.5
-        b="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID")"
+        b="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}")"
         if [ $(( b - a )) -le 2 ]; then
             [ $(( SECONDS - start )) -ge 2 ] && log "servers idle after $(( SECONDS - start )) s"
             return 0
@@ -338,7 +376,9 @@ if [ -n "$OPEN_RATE" ]; then
     RATE="$OPEN_RATE"
     log "open-loop rate: $RATE req/s (--open-rate)"
 else
-    RATE="$("$BENCH" compare --results "$OUT" --suggest-open-rate nginx)"
+    RATE_REF=nginx
+    [ "$ONLY_GATEWAYS" = 1 ] && RATE_REF=gateway
+    RATE="$("$BENCH" compare --results "$OUT" --suggest-open-rate "$RATE_REF")"
     if [ "$SMOKE" = 1 ] && [ "${RATE%.*}" -gt 100 ]; then
         RATE=100
     fi

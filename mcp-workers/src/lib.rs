@@ -2,9 +2,13 @@
 //!
 //! Each worker kind is a module holding an rmcp [`rmcp::ServerHandler`]
 //! (today only [`tools::ToolsServer`]); [`http`] serves any of them over
-//! Streamable HTTP at `/mcp` with a `GET /health` probe.
+//! Streamable HTTP at `/mcp` with a `GET /health` probe. [`stdio`] is the
+//! bridge that puts stdio MCP servers behind the same endpoint.
 
 pub mod http;
+pub mod stdio;
+pub mod stdio_child;
+pub mod stdio_proto;
 pub mod tools;
 
 pub use http::{serve, HttpOptions};

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::PoolSource;
-use crate::routing::health;
+use crate::reload::{self, ControlMsg, Manager};
 use crate::runtime::Shared;
-use crate::workers::supervisor;
 
 pub struct ControlPlane {
     stop: watch::Sender<bool>,
@@ -23,7 +21,7 @@ impl ControlPlane {
     /// started first, and a failure there is returned: the gateway does not start half-way.
     pub fn start(
         shared: Arc<Shared>,
-        admin: std::net::TcpListener,
+        admin: crate::admin::AdminListener,
     ) -> Result<ControlPlane, String> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -50,32 +48,43 @@ impl ControlPlane {
                     } else {
                         let _ = init_tx.send(Ok(()));
                     }
-                    tokio::spawn(crate::admin::serve(admin, shared.clone()));
-                    tokio::spawn(refresh_key_sets(shared.clone()));
+                    crate::logship::start(
+                        shared.logship.clone(),
+                        shared.metrics.clone(),
+                        &cfg.logging,
+                        cfg.database.as_ref(),
+                        cfg.redis.as_ref(),
+                    );
+                    tokio::spawn(crate::admin::serve_admin(admin, shared.clone()));
                     if let Some(r) = &shared.ratelimit_redis {
                         tokio::spawn(r.clone().maintain());
                     }
                     tokio::spawn(tidy_rate_limits(shared.clone()));
-                    let runtime = shared.runtime.load_full();
-                    let mut slots = tokio::task::JoinSet::new();
-                    for pool in runtime.pools.values() {
-                        let spawned = matches!(pool.config.source, PoolSource::Spawn(_));
-                        tokio::spawn(health::run(pool.clone(), spawned));
-                        if let PoolSource::Spawn(spec) = &pool.config.source {
-                            for slot in 0..pool.workers.len() {
-                                slots.spawn(supervisor::run_slot(
-                                    pool.clone(),
-                                    slot,
-                                    spec.clone(),
-                                    shared.metrics.clone(),
-                                    stop_rx.clone(),
-                                ));
-                            }
-                        }
+                    let status = shared.reload_status.clone();
+                    let mut manager = Manager::new(shared.clone(), status.clone());
+                    manager.start_all();
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<ControlMsg>(16);
+                    let _ = shared.control.set(tx.clone());
+                    tokio::spawn(reload::on_sighup(tx.clone()));
+                    if let Some(path) = reload::config_path(&shared.runtime.load().config) {
+                        tokio::spawn(reload::watch_file(path, status, tx));
                     }
                     let mut stop_rx = stop_rx;
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                    while slots.join_next().await.is_some() {}
+                    loop {
+                        tokio::select! {
+                            msg = rx.recv() => match msg {
+                                Some(ControlMsg::Reload { trigger, reply }) => {
+                                    let out = manager.reload(trigger).await;
+                                    if let Some(reply) = reply {
+                                        let _ = reply.send(out);
+                                    }
+                                }
+                                None => break,
+                            },
+                            _ = stop_rx.wait_for(|s| *s) => break,
+                        }
+                    }
+                    manager.stop_all().await;
                     let _ = done_tx.send(());
                     // Keep answering /healthz and /metrics until the process exits.
                     std::future::pending::<()>().await;
@@ -104,8 +113,7 @@ impl ControlPlane {
 }
 
 /// Fetch every JWKS-backed issuer's keys now, then again every `jwks_max_age`.
-async fn refresh_key_sets(shared: Arc<Shared>) {
-    let runtime = shared.runtime.load_full();
+pub(crate) async fn refresh_key_sets(runtime: Arc<crate::runtime::Runtime>) {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, issuer) in runtime.verifier.issuers().iter().enumerate() {
         let Some(src) = &issuer.jwks else { continue };

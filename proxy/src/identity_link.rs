@@ -11,32 +11,9 @@ use crate::identity::{self, IdentityService};
 use crate::runtime::{IdentityHandle, Shared};
 use crate::store::Store;
 
-struct Provider(Arc<IdentityService>, tokio::sync::mpsc::Sender<AuditRecord>);
-
-struct AuditRecord {
-    kind: &'static str,
-    user_id: Option<String>,
-    ip: Option<String>,
-    detail: serde_json::Value,
-}
-
-/// Audit events queued by the proxy phases, written by one task.
-const AUDIT_QUEUE: usize = 4096;
-
-async fn write_audit(store: Store, mut rx: tokio::sync::mpsc::Receiver<AuditRecord>) {
-    while let Some(r) = rx.recv().await {
-        let ev = crate::store::NewAuditEvent {
-            kind: r.kind,
-            user_id: r.user_id.as_deref(),
-            subject: None,
-            ip: r.ip.as_deref(),
-            detail: &r.detail,
-        };
-        if let Err(e) = store.insert_audit_event(&ev).await {
-            tracing::warn!(error = %e, kind = r.kind, "could not write an audit event");
-        }
-    }
-}
+/// The identity service, and the log pipeline that carries the proxy phases' audit events
+/// (batched, spooled to disk while the database is down, inserted once by id).
+struct Provider(Arc<IdentityService>, Arc<crate::logship::LogShip>);
 
 #[async_trait::async_trait]
 impl IdentityProvider for Provider {
@@ -58,6 +35,7 @@ impl IdentityProvider for Provider {
             scopes: k.scopes,
             expires_at: 0,
             issued_at: 0,
+            audiences: Vec::new(),
         }))
     }
 
@@ -72,15 +50,7 @@ impl IdentityProvider for Provider {
         ip: Option<String>,
         detail: serde_json::Value,
     ) {
-        let record = AuditRecord {
-            kind,
-            user_id: user_id.map(str::to_owned),
-            ip,
-            detail,
-        };
-        if self.1.try_send(record).is_err() {
-            tracing::warn!(kind, "audit queue full; event dropped");
-        }
+        self.1.audit(kind, user_id, None, ip.as_deref(), detail);
     }
 
     async fn service_credential(
@@ -95,6 +65,21 @@ impl IdentityProvider for Provider {
     }
 }
 
+struct LogShipAudit(Arc<crate::logship::LogShip>);
+
+impl identity::AuditSink for LogShipAudit {
+    fn audit(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        subject: Option<&str>,
+        ip: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        self.0.audit(kind, user_id, subject, ip, detail);
+    }
+}
+
 /// Hand the service's current verification keys to the proxy's verifier.
 fn publish_keys(shared: &Shared, svc: &IdentityService) {
     let keys = svc
@@ -106,6 +91,21 @@ fn publish_keys(shared: &Shared, svc: &IdentityService) {
         })
         .collect();
     shared.runtime.load().verifier.set_keys(svc.issuer(), keys);
+}
+
+/// The RFC 8707 resources the gateway's authorization server binds tokens to: the identity
+/// issuer (`public_url`) followed by the path of every route that authenticates, as the
+/// protected-resource metadata announces them.
+pub fn oauth_resources(config: &crate::config::GatewayConfig) -> Vec<String> {
+    let Some(id) = &config.identity else {
+        return Vec::new();
+    };
+    config
+        .routes
+        .iter()
+        .filter(|r| r.auth.is_some())
+        .map(|r| format!("{}{}", id.issuer, r.path))
+        .collect()
 }
 
 /// Connect the database, start the service and its internal HTTP listener, publish its keys,
@@ -140,11 +140,15 @@ pub async fn start(
     icfg.access_ttl = cfg.access_ttl;
     icfg.refresh_ttl = cfg.refresh_ttl;
     icfg.key_rotation = cfg.key_rotation;
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
-    tokio::spawn(write_audit(store.clone(), audit_rx));
     let svc = IdentityService::new(store, icfg)
         .await
         .map_err(|e| format!("identity: {e}"))?;
+    let weak_shared = Arc::downgrade(&shared);
+    svc.set_oauth_resources(Arc::new(move || match weak_shared.upgrade() {
+        Some(shared) => oauth_resources(&shared.runtime.load().config),
+        None => Vec::new(),
+    }));
+    svc.attach_audit_sink(Arc::new(LogShipAudit(shared.logship.clone())));
     if let Some(r) = redis {
         let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
         svc.attach_bus(bus.clone());
@@ -162,8 +166,9 @@ pub async fn start(
     });
     publish_keys(&shared, &svc);
     shared.identity.store(Some(Arc::new(IdentityHandle {
-        provider: Arc::new(Provider(svc.clone(), audit_tx)),
+        provider: Arc::new(Provider(svc.clone(), shared.logship.clone())),
         internal_addr: addr,
+        store: svc.store().clone(),
     })));
     tracing::info!(internal = %addr, issuer = %svc.issuer(), "identity service started");
     tokio::spawn(async move {

@@ -21,6 +21,10 @@ enum Command {
         /// Configuration file.
         #[arg(long, short, env = "MCP_PROXY_CONFIG")]
         config: Option<PathBuf>,
+        /// Take the listening socket over from a running gateway (zero-downtime upgrade):
+        /// start with this flag, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Check a configuration file and list every problem found.
     Validate {
@@ -32,6 +36,29 @@ enum Command {
         /// Database URL: sqlite://PATH or postgres://….
         #[arg(long, env = "MCP_PROXY_DATABASE", default_value = mcp_proxy::store::DEFAULT_DATABASE_URL)]
         database: String,
+    },
+    /// Print stored request records, newest first (reads the configuration's database).
+    Logs {
+        /// Configuration file (its `database` is read).
+        #[arg(long, short, env = "MCP_PROXY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only records since this long ago (`10m`, `2h`) or this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        status: Option<u16>,
+        /// At most this many records (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the gateway's own users.
     User {
@@ -127,6 +154,56 @@ fn identity_command(command: Command) -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn logs_command(
+    path: Option<PathBuf>,
+    since: Option<String>,
+    user: Option<String>,
+    route: Option<String>,
+    tool: Option<String>,
+    status: Option<u16>,
+    limit: i64,
+    json: bool,
+) -> ExitCode {
+    use mcp_proxy::logship;
+    let cfg = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if !(1..=logship::db::MAX_LIMIT).contains(&limit) {
+        eprintln!("mcp-proxy: --limit must be 1–{}", logship::db::MAX_LIMIT);
+        return ExitCode::from(2);
+    }
+    let since = match since
+        .map(|s| logship::db::parse_since(&s, logship::record::now_ms()))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let q = logship::db::LogQuery {
+        user,
+        route,
+        tool,
+        status,
+        since,
+        limit,
+    };
+    match logship::print_logs(cfg.database.as_ref(), &q, json) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -140,6 +217,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         c @ (Command::User { .. } | Command::Token { .. }) => identity_command(c),
+        Command::Logs {
+            config: path,
+            since,
+            user,
+            route,
+            tool,
+            status,
+            limit,
+            json,
+        } => logs_command(path, since, user, route, tool, status, limit, json),
         Command::Migrate { database } => match mcp_proxy::store::migrate_blocking(&database) {
             Ok(applied) => {
                 for m in applied {
@@ -173,7 +260,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            upgrade,
+        } => {
             init_logging();
             let cfg = match config::load(path.as_deref()) {
                 Ok(c) => c,
@@ -183,7 +273,7 @@ fn main() -> ExitCode {
                 }
             };
             tracing::info!(config = %cfg.source, "configuration loaded");
-            match mcp_proxy::server::run(cfg) {
+            match mcp_proxy::server::run(cfg, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mcp-proxy: {e}");

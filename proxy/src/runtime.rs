@@ -28,15 +28,16 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     pub tools: Option<Arc<ToolPolicy>>,
     pub credential: Option<CredentialRule>,
+    pub log_bodies: Option<crate::config::BodyCapture>,
 }
 
 pub struct Runtime {
     pub config: Arc<GatewayConfig>,
     pub routes: HashMap<String, Arc<Route>>,
     pub pools: HashMap<String, Arc<Pool>>,
-    pub sealer: SessionSealer,
+    pub sealer: Arc<SessionSealer>,
     pub origins: Vec<OriginRule>,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
 }
 
 /// Shared by the proxy phases, the admin listener and the control plane.
@@ -51,14 +52,22 @@ pub struct Shared {
     pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
     /// Rate and concurrency limits (built from the configuration's `rate_limits`).
     pub ratelimit: ArcSwap<crate::ratelimit::RateLimiter>,
+    /// What `/admin/config` shows: version, text in force, last reload error.
+    pub reload_status: Arc<std::sync::Mutex<crate::reload::ReloadStatus>>,
+    /// Requests to the control plane (reloads), once it runs.
+    pub control: std::sync::OnceLock<crate::reload::ControlSender>,
     /// The shared rate-limit backend, when Redis is configured.
     pub ratelimit_redis: Option<Arc<crate::ratelimit::redis::RedisLimits>>,
+    /// Request records and audit events on their way to the database (`logship`).
+    pub logship: Arc<crate::logship::LogShip>,
 }
 
 pub struct IdentityHandle {
     pub provider: Arc<dyn crate::auth::IdentityProvider>,
     /// Where the identity service's HTTP endpoints listen (loopback, internal).
     pub internal_addr: std::net::SocketAddr,
+    /// The gateway database, for the admin API's read-only views.
+    pub store: crate::store::Store,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,23 +82,34 @@ pub enum BuildError {
 
 impl Runtime {
     pub fn build(config: GatewayConfig) -> Result<Runtime, BuildError> {
-        let key = match std::env::var(&config.session_key_env) {
-            Ok(text) => parse_key(&text).map_err(|e| BuildError::SessionKey {
-                var: config.session_key_env.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(_) => {
-                tracing::warn!(
-                    var = %config.session_key_env,
-                    "no session key set: using a random one, so sessions end when this process \
-                     does and are not shared with other replicas"
-                );
-                SessionSealer::random_key()
-            }
+        Runtime::build_reusing(config, None)
+    }
+
+    /// Build the runtime of a reloaded configuration. What did not change is shared with
+    /// `old`, so it keeps its state: pools (their workers, health, sessions), the session
+    /// sealer (a random key would otherwise change) and the token verifier (keys, cache).
+    pub fn rebuild(config: GatewayConfig, old: &Runtime) -> Result<Runtime, BuildError> {
+        Runtime::build_reusing(config, Some(old))
+    }
+
+    fn build_reusing(config: GatewayConfig, old: Option<&Runtime>) -> Result<Runtime, BuildError> {
+        let same_session = old.is_some_and(|o| {
+            o.config.session_key_env == config.session_key_env
+                && o.config.session_ttl == config.session_ttl
+        });
+        let sealer = match old {
+            Some(o) if same_session => o.sealer.clone(),
+            _ => Arc::new(build_sealer(&config)?),
         };
-        let sealer = SessionSealer::new(&key, config.session_ttl.as_secs());
         let mut pools = HashMap::new();
         for pc in &config.pools {
+            if let Some(kept) = old
+                .and_then(|o| o.pools.get(&pc.name))
+                .filter(|p| p.config == *pc)
+            {
+                pools.insert(pc.name.clone(), kept.clone());
+                continue;
+            }
             let workers = match &pc.source {
                 PoolSource::Remote(addrs) => addrs
                     .iter()
@@ -128,11 +148,41 @@ impl Runtime {
                         auth: rc.auth.clone(),
                         tools: build_tool_policy(rc.tools.as_deref())?,
                         credential: rc.credential.clone(),
+                        log_bodies: rc.log_bodies.clone(),
                     }),
                 );
             }
         }
-        let verifier = build_verifier(&config.auth, config.identity.as_ref())?;
+        // Route resources are accepted audiences of the gateway's own (OAuth) tokens.
+        let resources = crate::identity_link::oauth_resources(&config);
+        let same_auth = old.is_some_and(|o| {
+            o.config.auth == config.auth
+                && o.config.identity == config.identity
+                && crate::identity_link::oauth_resources(&o.config) == resources
+        });
+        let verifier = match old {
+            Some(o) if same_auth => o.verifier.clone(),
+            _ => {
+                let v = build_verifier(&config.auth, config.identity.as_ref(), &resources)?;
+                if let (Some(o), Some(id)) = (old, &config.identity) {
+                    // The gateway's own keys arrive from the identity service once a minute:
+                    // carry the current ones over so its tokens keep working meanwhile.
+                    if let Some(issuer) = o.verifier.issuers().iter().find(|i| i.iss == id.issuer) {
+                        let keys = issuer.keys.load();
+                        v.set_keys(
+                            &id.issuer,
+                            keys.iter()
+                                .map(|k| IssuerKey {
+                                    kid: k.kid.clone(),
+                                    key: k.key.clone(),
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Arc::new(v)
+            }
+        };
         Ok(Runtime {
             verifier,
             origins: config.origins.clone(),
@@ -142,6 +192,24 @@ impl Runtime {
             sealer,
         })
     }
+}
+
+fn build_sealer(config: &GatewayConfig) -> Result<SessionSealer, BuildError> {
+    let key = match std::env::var(&config.session_key_env) {
+        Ok(text) => parse_key(&text).map_err(|e| BuildError::SessionKey {
+            var: config.session_key_env.clone(),
+            reason: e.to_string(),
+        })?,
+        Err(_) => {
+            tracing::warn!(
+                var = %config.session_key_env,
+                "no session key set: using a random one, so sessions end when this process \
+                 does and are not shared with other replicas"
+            );
+            SessionSealer::random_key()
+        }
+    };
+    Ok(SessionSealer::new(&key, config.session_ttl.as_secs()))
 }
 
 fn issuer_keys(ic: &IssuerConfig) -> Result<Vec<IssuerKey>, BuildError> {
@@ -205,14 +273,19 @@ pub const GATEWAY_ISSUER: &str = "gateway";
 fn build_verifier(
     auth: &AuthConfig,
     identity: Option<&IdentityConfig>,
+    resources: &[String],
 ) -> Result<Verifier, BuildError> {
     let mut issuers = Vec::new();
     if let Some(id) = identity {
+        // The general audience (login, API) and each route's resource (OAuth clients; the
+        // route's own resource is then required, see gateway/authn.rs).
+        let mut audiences = vec![id.audience.clone()];
+        audiences.extend(resources.iter().cloned());
         // Keys arrive from the identity service once it has started, and on each rotation.
         issuers.push(Issuer::new(
             GATEWAY_ISSUER.to_string(),
             id.issuer.clone(),
-            std::slice::from_ref(&id.audience),
+            &audiences,
             vec![jsonwebtoken::Algorithm::ES256],
             Vec::new(),
             "roles".to_string(),

@@ -83,11 +83,16 @@ impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
+        let quit = signal(SignalKind::quit());
+        match (term, int, quit) {
+            (Ok(mut term), Ok(mut int), Ok(mut quit)) => {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
+                    _ = quit.recv() => {
+                        tracing::info!("SIGQUIT: handing the listener to the new process, then draining");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
                 }
             }
             _ => {
@@ -101,23 +106,35 @@ impl ShutdownSignalWatch for Signals {
 }
 
 /// Run the gateway until a shutdown signal; never returns.
-pub fn run(config: GatewayConfig) -> Result<(), StartError> {
+///
+/// With `upgrade`, the process takes the listening socket over from a running one (Pingora's
+/// graceful upgrade: start this, then send SIGQUIT to the old process, which hands its
+/// listener over through `upgrade_sock`, drains and exits).
+pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
     crate::auth::jwks::install_crypto_provider();
     let grace = config.shutdown_grace;
     let listen = config.listen;
     let threads = config.threads;
     let admin_addr = config.admin;
-    // Bind the MCP address once to fail early with a clear message when it is taken.
-    drop(
-        std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?,
-    );
-    let admin = std::net::TcpListener::bind(admin_addr).map_err(|source| StartError::Bind {
-        addr: admin_addr,
-        source,
-    })?;
+    let upgrade_sock = config.upgrade_sock.clone();
+    let admin = if upgrade {
+        // The old process still holds both ports.
+        crate::admin::AdminListener::WhenFree(admin_addr)
+    } else {
+        // Bind the MCP address once to fail early with a clear message when it is taken.
+        drop(
+            std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?,
+        );
+        crate::admin::AdminListener::Bound(std::net::TcpListener::bind(admin_addr).map_err(
+            |source| StartError::Bind {
+                addr: admin_addr,
+                source,
+            },
+        )?)
+    };
     let metrics = Arc::new(Metrics::new()?);
     let ratelimit_redis = match &config.redis {
         Some(r) => Some(Arc::new(
@@ -133,11 +150,21 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         None => None,
     };
     let ratelimit = RateLimiter::new(&config.rate_limits, ratelimit_redis.clone(), &metrics);
+    let reload_status = Arc::new(std::sync::Mutex::new(crate::reload::initial_status(
+        &config,
+    )));
     let runtime = Runtime::build(config)?;
+    let logship = Arc::new(crate::logship::LogShip::new(
+        &runtime.config.logging,
+        &metrics,
+    ));
     let shared = Arc::new(Shared {
+        reload_status,
+        control: std::sync::OnceLock::new(),
         runtime: ArcSwap::from_pointee(runtime),
         ratelimit: ArcSwap::from_pointee(ratelimit),
         ratelimit_redis,
+        logship,
         metrics,
         inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
@@ -150,9 +177,14 @@ pub fn run(config: GatewayConfig) -> Result<(), StartError> {
         // Fallback only: the drain thread below exits as soon as requests are done.
         grace_period_seconds: Some(grace.as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock,
         ..Default::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let mut http = pingora::proxy::http_proxy(&server.configuration, Gateway::new(shared.clone()));
     let mut opts = HttpServerOptions::default();
@@ -226,6 +258,10 @@ fn drain_then_exit(
             .unwrap_or_default()
             + Duration::from_secs(2)
     };
+    // Requests are done: ship (or spool) the log records still queued in memory.
+    if !shared.logship.flush_blocking(Duration::from_secs(10)) {
+        tracing::warn!("log records still queued at exit could not be flushed in time");
+    }
     control.stop_workers(stop_limit);
     tracing::info!("gateway stopped");
     std::process::exit(0)

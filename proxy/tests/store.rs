@@ -9,7 +9,8 @@ mod common;
 
 use common::db::{PgSchema, SqliteDb};
 use mcp_proxy::store::{
-    NewApiKey, NewAuditEvent, NewRefreshToken, NewSigningKey, Store, StoreError,
+    NewApiKey, NewAuditEvent, NewRefreshToken, NewSigningKey, OAuthClient, OAuthCode, OAuthGrant,
+    Store, StoreError,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -267,7 +268,12 @@ async fn migration_sets_describe_the_same_schema() {
     let expected_tables: BTreeSet<&str> = [
         "api_keys",
         "audit_events",
+        "oauth_clients",
+        "oauth_codes",
+        "oauth_consents",
+        "oauth_grants",
         "refresh_tokens",
+        "request_logs",
         "service_credentials",
         "signing_keys",
         "token_cutoffs",
@@ -519,6 +525,167 @@ on_both_backends!(
     revoke_family_revokes_only_that_family,
     super::revoke_family_case
 );
+
+async fn oauth_case(store: Store) {
+    let user = store.create_user("o@x.io", PHC, &[]).await.expect("user");
+    let client = OAuthClient {
+        client_id: "mcpc_test".into(),
+        client_name: "Test".into(),
+        redirect_uris: strings(&["http://127.0.0.1:1/cb"]),
+        client_uri: None,
+        created_at: 1_700_000_000,
+    };
+    store.insert_oauth_client(&client).await.expect("client");
+    assert_eq!(
+        store.get_oauth_client("mcpc_test").await.expect("get"),
+        Some(client.clone())
+    );
+    assert!(matches!(
+        store.insert_oauth_client(&client).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A pending consent becomes a code once; the code is used once.
+    let far = 4_000_000_000;
+    let pending = OAuthCode {
+        code_hash: hash_of("ticket"),
+        client_id: client.client_id.clone(),
+        user_id: user.id.clone(),
+        redirect_uri: "http://127.0.0.1:1/cb".into(),
+        code_challenge: "c".repeat(43),
+        resource: "http://gw/mcp".into(),
+        scope: "user".into(),
+        state: Some("s".into()),
+        approved: false,
+        created_at: 1_700_000_000,
+        expires_at: far,
+        used_at: None,
+        family_id: None,
+    };
+    store.insert_oauth_code(&pending).await.expect("pending");
+    assert!(!store
+        .use_oauth_code(&hash_of("ticket"), "f")
+        .await
+        .expect("use"));
+    let code = store
+        .approve_oauth_code(&hash_of("ticket"), &hash_of("code"), far)
+        .await
+        .expect("approve")
+        .expect("approved");
+    assert!(code.approved);
+    assert_eq!(code.state.as_deref(), Some("s"));
+    assert!(store
+        .approve_oauth_code(&hash_of("ticket"), &hash_of("code2"), far)
+        .await
+        .expect("approve again")
+        .is_none());
+    assert!(store
+        .take_pending_oauth_code(&hash_of("code"))
+        .await
+        .expect("take")
+        .is_none());
+    assert!(store
+        .use_oauth_code(&hash_of("code"), "family-1")
+        .await
+        .expect("use"));
+    assert!(!store
+        .use_oauth_code(&hash_of("code"), "family-2")
+        .await
+        .expect("reuse"));
+    let used = store
+        .get_oauth_code(&hash_of("code"))
+        .await
+        .expect("get")
+        .expect("code");
+    assert_eq!(used.family_id.as_deref(), Some("family-1"));
+    assert!(used.used_at.is_some());
+
+    // A denied consent is taken once.
+    let mut denied = pending.clone();
+    denied.code_hash = hash_of("ticket-2");
+    store.insert_oauth_code(&denied).await.expect("pending");
+    assert!(store
+        .take_pending_oauth_code(&hash_of("ticket-2"))
+        .await
+        .expect("take")
+        .is_some());
+    assert!(store
+        .take_pending_oauth_code(&hash_of("ticket-2"))
+        .await
+        .expect("take")
+        .is_none());
+
+    // Revoking the consent revokes the refresh tokens of the client's grants only.
+    store
+        .put_oauth_consent(&user.id, "mcpc_test", "user")
+        .await
+        .expect("consent");
+    store
+        .put_oauth_consent(&user.id, "mcpc_test", "user admin")
+        .await
+        .expect("widen");
+    let consents = store.list_oauth_consents(&user.id).await.expect("list");
+    assert_eq!(consents.len(), 1);
+    assert_eq!(consents[0].scope, "user admin");
+    for (family, client_id) in [("family-1", "mcpc_test"), ("family-9", "mcpc_other")] {
+        store
+            .insert_oauth_grant(&OAuthGrant {
+                family_id: family.into(),
+                user_id: user.id.clone(),
+                client_id: client_id.into(),
+                resource: "http://gw/mcp".into(),
+                scope: String::new(),
+                created_at: 1_700_000_000,
+            })
+            .await
+            .expect("grant");
+        store
+            .insert_refresh_token(&NewRefreshToken {
+                user_id: &user.id,
+                token_hash: &hash_of(family),
+                family_id: family,
+                issued_at: 1_700_000_000,
+                expires_at: far,
+            })
+            .await
+            .expect("token");
+    }
+    assert_eq!(
+        store
+            .get_oauth_grant("family-1")
+            .await
+            .expect("grant")
+            .map(|g| g.client_id),
+        Some("mcpc_test".to_owned())
+    );
+    assert_eq!(
+        store
+            .revoke_oauth_consent(&user.id, "mcpc_test")
+            .await
+            .expect("revoke"),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .revoke_oauth_consent(&user.id, "mcpc_test")
+            .await
+            .expect("again"),
+        None
+    );
+    let one = store
+        .find_refresh_by_hash(&hash_of("family-1"))
+        .await
+        .expect("find")
+        .expect("t");
+    let nine = store
+        .find_refresh_by_hash(&hash_of("family-9"))
+        .await
+        .expect("find")
+        .expect("t");
+    assert!(one.revoked_at.is_some());
+    assert!(nine.revoked_at.is_none());
+}
+on_both_backends!(oauth_round_trip, super::oauth_case);
 
 async fn api_keys_case(store: Store) {
     let user = store.create_user("k@x.io", PHC, &[]).await.expect("user");
@@ -795,13 +962,14 @@ fn migrate_command_applies_then_reports() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        "0001 identity (applied)\n0002 token cutoffs (applied)\n"
+        "0001 identity (applied)\n0002 token cutoffs (applied)\n0003 request logs (applied)\n0004 oauth (applied)\n"
     );
     let second = run();
     assert!(second.status.success(), "{second:?}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
-        "0001 identity (already applied)\n0002 token cutoffs (already applied)\n"
+        "0001 identity (already applied)\n0002 token cutoffs (already applied)\n\
+         0003 request logs (already applied)\n0004 oauth (already applied)\n"
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))

@@ -250,6 +250,7 @@ impl Verifier {
             scopes,
             expires_at,
             issued_at: c.get("iat").and_then(Value::as_i64).unwrap_or(0),
+            audiences: strings(c.get("aud")),
         })
     }
 }

@@ -19,6 +19,9 @@ pub struct Identity {
     pub expires_at: u64,
     /// `iat`, Unix seconds (0 when absent).
     pub issued_at: i64,
+    /// `aud` of a JWT (empty for API keys): a token the gateway's authorization server
+    /// bound to one route's resource is accepted on that route only.
+    pub audiences: Vec<String>,
 }
 
 impl Identity {

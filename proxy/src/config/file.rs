@@ -25,6 +25,10 @@ pub struct FileConfig {
     pub allowed_origins: Vec<Spanned<String>>,
     #[serde(default = "default_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Unix socket the listener is handed over through in a graceful upgrade (default
+    /// `/tmp/mcp-gateway-<listen port>.upgrade.sock`).
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
     #[serde(default)]
     pub auth: AuthFile,
     /// The URL clients use to reach this gateway (`https://mcp.example.com`); the base of
@@ -42,6 +46,9 @@ pub struct FileConfig {
     /// Request-rate and concurrency limits (docs/configuration.md, "rate_limits").
     #[serde(default)]
     pub rate_limits: Option<RateLimitsFile>,
+    /// The request log pipeline (queue, batches, Redis Stream, spool, retention).
+    #[serde(default)]
+    pub logging: Option<LoggingFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -128,6 +135,41 @@ pub struct RedisFile {
 
 fn default_redis_prefix() -> String {
     "mcp-gateway".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoggingFile {
+    /// Record requests at all (off: no record is built; audit events still flow).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Records held in memory between the proxy phases and the batcher; beyond: dropped.
+    #[serde(default)]
+    pub queue_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub batch_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub batch_interval: Option<Spanned<HumanDuration>>,
+    /// Name of the Redis Stream (inside the `redis.prefix` hash tag).
+    #[serde(default)]
+    pub stream: Option<Spanned<String>>,
+    /// Approximate longest length of the stream, in batches.
+    #[serde(default)]
+    pub stream_maxlen: Option<Spanned<u64>>,
+    /// Run the shipper (stream → database) in this replica.
+    #[serde(default)]
+    pub ship: Option<bool>,
+    /// Entries pending this long in a (dead) consumer are claimed by another.
+    #[serde(default)]
+    pub claim_idle: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub spool_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub spool_max_bytes: Option<Spanned<u64>>,
+    /// Rows older than this are deleted; `0s` keeps them forever.
+    #[serde(default)]
+    pub retention: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub retention_check: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +318,39 @@ pub struct RouteFile {
     /// A per-user service credential injected into requests to the workers.
     #[serde(default)]
     pub credential: Option<CredentialFile>,
+    /// Keep request and response bodies in the request log (off by default).
+    #[serde(default)]
+    pub log_bodies: Option<LogBodiesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogBodiesFile {
+    /// Longest body text kept (longer ones are cut, and say so).
+    #[serde(default = "default_log_body_bytes")]
+    pub max_bytes: Spanned<u64>,
+    /// JSON fields whose values are replaced by "[redacted]" (any depth, case-insensitive).
+    #[serde(default = "default_redact")]
+    pub redact: Vec<String>,
+}
+
+fn default_log_body_bytes() -> Spanned<u64> {
+    Spanned::new(4096, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_redact() -> Vec<String> {
+    [
+        "password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +372,12 @@ fn default_star() -> Vec<String> {
 pub struct PoolFile {
     #[serde(default)]
     pub spawn: Option<SpawnFile>,
+    /// A stdio MCP server behind bridges the gateway spawns (`mcp-worker stdio`).
+    #[serde(default)]
+    pub stdio: Option<StdioFile>,
+    /// Bridges of a `stdio` pool (`spawn` pools say `spawn.count`).
+    #[serde(default)]
+    pub count: Option<Spanned<usize>>,
     #[serde(default)]
     pub upstreams: Option<Spanned<Vec<String>>>,
     #[serde(default)]
@@ -335,6 +416,44 @@ pub struct SpawnFile {
     pub ready_timeout: HumanDuration,
     #[serde(default = "default_stop_grace")]
     pub stop_grace: HumanDuration,
+}
+
+/// A stdio MCP server put behind the gateway: each of the pool's `count` workers is an
+/// `mcp-worker stdio` bridge that starts the command per session (or once, shared).
+#[derive(Debug, Deserialize)]
+pub struct StdioFile {
+    /// Program and arguments of the stdio MCP server.
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub isolation: Option<Spanned<String>>,
+    /// Most live children per bridge.
+    #[serde(default)]
+    pub max_children: Option<Spanned<usize>>,
+    /// Literal variables for the children.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables for the children taken from the gateway's environment: `NAME: GATEWAY_VAR`.
+    #[serde(default)]
+    pub env_from: BTreeMap<String, Spanned<String>>,
+    /// Working directory of the children.
+    #[serde(default)]
+    pub cwd: Option<Spanned<String>>,
+    #[serde(default)]
+    pub start_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
+    /// Give per-session children the caller's identity as MCP_USER_* variables.
+    #[serde(default)]
+    pub pass_identity: bool,
+    #[serde(default)]
+    pub memory_limit_mb: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub cpu_limit_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_line_bytes: Option<Spanned<usize>>,
+    /// The bridge program (default `mcp-worker`, found beside the gateway or on PATH).
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 fn default_count() -> Spanned<usize> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 pub use super::file::{BalanceFile as Balance, HealthKind};
 use crate::mcp::origin::OriginRule;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     /// Where the configuration came from (file path or `<embedded ...>`).
     pub source: String,
@@ -19,23 +19,25 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub origins: Vec<OriginRule>,
     pub shutdown_grace: Duration,
+    pub upgrade_sock: String,
     pub auth: AuthConfig,
     pub public_url: Option<String>,
     pub database: Option<DatabaseConfig>,
     pub redis: Option<RedisConfig>,
     pub identity: Option<IdentityConfig>,
     pub rate_limits: RateLimitConfig,
+    pub logging: LoggingConfig,
     pub routes: Vec<RouteConfig>,
     pub pools: Vec<PoolConfig>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthConfig {
     pub issuers: Vec<IssuerConfig>,
     pub token_cache_entries: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     pub name: String,
     pub issuer: String,
@@ -69,6 +71,43 @@ pub struct RedisConfig {
     pub prefix: String,
 }
 
+/// The request log pipeline; see docs/logging.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub enabled: bool,
+    pub queue_size: usize,
+    pub batch_size: usize,
+    pub batch_interval: Duration,
+    pub stream: String,
+    pub stream_maxlen: u64,
+    pub ship: bool,
+    pub claim_idle: Duration,
+    pub spool_dir: std::path::PathBuf,
+    pub spool_max_bytes: u64,
+    /// `None`: rows are kept forever.
+    pub retention: Option<Duration>,
+    pub retention_check: Duration,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            enabled: true,
+            queue_size: 65_536,
+            batch_size: 256,
+            batch_interval: Duration::from_millis(200),
+            stream: "request-logs".into(),
+            stream_maxlen: 100_000,
+            ship: true,
+            claim_idle: Duration::from_secs(30),
+            spool_dir: "data/log-spool".into(),
+            spool_max_bytes: 1 << 30,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_check: Duration::from_secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// `iss` of the tokens the gateway issues: `public_url`.
@@ -88,7 +127,7 @@ pub struct CredentialRule {
     pub format: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub client_read_timeout: Duration,
@@ -97,7 +136,7 @@ pub struct Limits {
     pub max_batch_len: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub path: String,
     pub pool: String,
@@ -107,6 +146,15 @@ pub struct RouteConfig {
     /// `None`: every tool is allowed.
     pub tools: Option<Vec<ToolRuleConfig>>,
     pub credential: Option<CredentialRule>,
+    pub log_bodies: Option<BodyCapture>,
+}
+
+/// Bodies kept in the request log for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCapture {
+    pub max_bytes: usize,
+    /// Lower-case field names whose values are redacted.
+    pub redact: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +164,7 @@ pub struct ToolRuleConfig {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub source: PoolSource,
@@ -127,13 +175,13 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PoolSource {
     Spawn(SpawnConfig),
     Remote(Vec<SocketAddr>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpawnConfig {
     pub command: Vec<String>,
     pub count: usize,
@@ -142,7 +190,7 @@ pub struct SpawnConfig {
     pub stop_grace: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     pub kind: HealthKind,
     pub path: String,
@@ -152,7 +200,7 @@ pub struct HealthConfig {
 }
 
 /// Rate and concurrency limits, defaults included.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitConfig {
     pub redis_timeout: Duration,
     pub replicas: u64,
@@ -197,7 +245,7 @@ pub enum OnRedisError {
     Local,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RatePolicyConfig {
     pub name: String,
     pub key: Vec<RateKeyPart>,

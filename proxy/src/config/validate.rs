@@ -15,6 +15,8 @@ use super::model::*;
 use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
+mod stdio_pool;
+
 pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, ConfigErrors> {
     let index = LineIndex::new(text);
     let (file, unknown) = parse_file(text, name)?;
@@ -310,7 +312,21 @@ impl Validator<'_> {
                     );
                 }
             }
+            let log_bodies = r.log_bodies.as_ref().map(|b| {
+                if b.max_bytes.value == 0 || b.max_bytes.value > 1 << 20 {
+                    self.err(
+                        &b.max_bytes.referenced,
+                        format!("{at}.log_bodies.max_bytes"),
+                        "expected 1 byte to 1 MiB",
+                    );
+                }
+                BodyCapture {
+                    max_bytes: b.max_bytes.value.clamp(1, 1 << 20) as usize,
+                    redact: b.redact.iter().map(|f| f.to_ascii_lowercase()).collect(),
+                }
+            });
             routes.push(RouteConfig {
+                log_bodies,
                 path: r.path.value.clone(),
                 pool: r.pool.value.clone(),
                 upstream_path,
@@ -381,8 +397,10 @@ impl Validator<'_> {
         }
         let route_paths: Vec<&str> = f.routes.iter().map(|r| r.path.value.as_str()).collect();
         let rate_limits = self.rate_limits(f.rate_limits.as_ref(), redis.is_some(), &route_paths);
+        let logging = self.logging(f.logging.as_ref());
         Some(GatewayConfig {
             rate_limits,
+            logging,
             auth,
             public_url,
             database,
@@ -402,6 +420,12 @@ impl Validator<'_> {
             },
             origins,
             shutdown_grace: f.shutdown_grace.0,
+            upgrade_sock: f.upgrade_sock.clone().unwrap_or_else(|| {
+                format!(
+                    "/tmp/mcp-gateway-{}.upgrade.sock",
+                    listen.map(|l| l.port()).unwrap_or(0)
+                )
+            }),
             routes,
             pools,
         })
@@ -629,6 +653,159 @@ impl Validator<'_> {
         })
     }
 
+    /// An integer field within `lo..=hi`, or an error at its line.
+    fn ranged(&mut self, v: &Option<Spanned<u64>>, path: &str, lo: u64, hi: u64, dflt: u64) -> u64 {
+        match v {
+            None => dflt,
+            Some(s) if s.value < lo || s.value > hi => {
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!("must be {lo}–{hi}, got {}", s.value),
+                );
+                dflt
+            }
+            Some(s) => s.value,
+        }
+    }
+
+    /// A duration field within `lo..=hi`, or an error at its line.
+    fn ranged_duration(
+        &mut self,
+        v: &Option<Spanned<super::file::HumanDuration>>,
+        path: &str,
+        lo: std::time::Duration,
+        hi: std::time::Duration,
+        dflt: std::time::Duration,
+    ) -> std::time::Duration {
+        match v {
+            None => dflt,
+            Some(s) if s.value.0 < lo || s.value.0 > hi => {
+                self.err(
+                    &s.referenced,
+                    path,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(lo),
+                        humantime::format_duration(hi)
+                    ),
+                );
+                dflt
+            }
+            Some(s) => s.value.0,
+        }
+    }
+
+    fn logging(&mut self, l: Option<&super::file::LoggingFile>) -> LoggingConfig {
+        use std::time::Duration;
+        let d = LoggingConfig::default();
+        let Some(l) = l else {
+            return d;
+        };
+        let queue_size = self.ranged(
+            &l.queue_size,
+            "logging.queue_size",
+            16,
+            10_000_000,
+            d.queue_size as u64,
+        );
+        let batch_size = self.ranged(
+            &l.batch_size,
+            "logging.batch_size",
+            1,
+            5_000,
+            d.batch_size as u64,
+        );
+        let batch_interval = self.ranged_duration(
+            &l.batch_interval,
+            "logging.batch_interval",
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            d.batch_interval,
+        );
+        let stream = match &l.stream {
+            None => d.stream.clone(),
+            Some(s) => {
+                let ok = !s.value.is_empty()
+                    && s.value.len() <= 100
+                    && s.value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                if !ok {
+                    self.err(
+                        &s.referenced,
+                        "logging.stream",
+                        "expected 1–100 characters of A–Z a–z 0–9 - _ . :",
+                    );
+                }
+                s.value.clone()
+            }
+        };
+        let stream_maxlen = self.ranged(
+            &l.stream_maxlen,
+            "logging.stream_maxlen",
+            100,
+            1_000_000_000,
+            d.stream_maxlen,
+        );
+        let claim_idle = self.ranged_duration(
+            &l.claim_idle,
+            "logging.claim_idle",
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+            d.claim_idle,
+        );
+        let spool_dir = match &l.spool_dir {
+            None => d.spool_dir.clone(),
+            Some(s) if s.value.trim().is_empty() => {
+                self.err(&s.referenced, "logging.spool_dir", "must not be empty");
+                d.spool_dir.clone()
+            }
+            Some(s) => s.value.clone().into(),
+        };
+        let spool_max_bytes = self.ranged(
+            &l.spool_max_bytes,
+            "logging.spool_max_bytes",
+            1 << 20,
+            1 << 50,
+            d.spool_max_bytes,
+        );
+        let retention = match &l.retention {
+            None => d.retention,
+            Some(s) if s.value.0.is_zero() => None,
+            Some(s) if s.value.0 < Duration::from_secs(60) => {
+                self.err(
+                    &s.referenced,
+                    "logging.retention",
+                    "must be at least 1m (or 0s to keep rows forever)",
+                );
+                d.retention
+            }
+            Some(s) => Some(s.value.0),
+        };
+        let retention_check = self.ranged_duration(
+            &l.retention_check,
+            "logging.retention_check",
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 24 * 3600),
+            d.retention_check,
+        );
+        LoggingConfig {
+            enabled: l.enabled.unwrap_or(d.enabled),
+            queue_size: queue_size as usize,
+            batch_size: batch_size as usize,
+            batch_interval,
+            stream,
+            stream_maxlen,
+            ship: l.ship.unwrap_or(d.ship),
+            claim_idle,
+            spool_dir,
+            spool_max_bytes,
+            retention,
+            retention_check,
+        }
+    }
+
     fn auth(&mut self, a: &AuthFile) -> AuthConfig {
         let mut issuers = Vec::new();
         let mut names = HashSet::new();
@@ -731,6 +908,7 @@ impl Validator<'_> {
     fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
         let at = format!("pools.{name}");
         let source = match (&p.spawn, &p.upstreams) {
+            _ if p.stdio.is_some() || p.count.is_some() => self.stdio_source(&at, p)?,
             (Some(_), Some(u)) => {
                 self.err(
                     &u.referenced,
@@ -743,7 +921,7 @@ impl Validator<'_> {
                 self.err(
                     &Location::UNKNOWN,
                     at,
-                    "a pool needs spawn (processes the gateway starts) or upstreams (addresses)",
+                    "a pool needs spawn (processes the gateway starts), stdio (a stdio MCP server behind bridges) or upstreams (addresses)",
                 );
                 return None;
             }

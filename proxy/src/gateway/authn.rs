@@ -67,6 +67,27 @@ fn presented(session: &Session) -> Result<Presented, GatewayError> {
     })
 }
 
+/// A token of the gateway's own issuer without the general audience was bound by the
+/// authorization server to one route's resource (RFC 8707): it is accepted on that route only.
+fn check_resource(
+    rt: &crate::runtime::Runtime,
+    route_path: &str,
+    identity: &Identity,
+) -> Result<(), GatewayError> {
+    let Some(id) = &rt.config.identity else {
+        return Ok(());
+    };
+    if identity.issuer != id.issuer || identity.audiences.contains(&id.audience) {
+        return Ok(());
+    }
+    let resource = format!("{}{route_path}", id.issuer);
+    if identity.audiences.contains(&resource) {
+        Ok(())
+    } else {
+        Err(unauthenticated(AuthError::WrongAudience))
+    }
+}
+
 /// Establish `ctx.identity` and `ctx.credential` for an MCP route.
 pub async fn authenticate(
     shared: &Shared,
@@ -82,11 +103,15 @@ pub async fn authenticate(
     let identity: Arc<Identity> = match presented(session)? {
         Presented::Nothing if rules.required => return Err(unauthenticated(AuthError::Missing)),
         Presented::Nothing => return Ok(()),
-        Presented::Jwt(token) => rt
-            .verifier
-            .verify_refreshing(&token)
-            .await
-            .map_err(unauthenticated)?,
+        Presented::Jwt(token) => {
+            let identity = rt
+                .verifier
+                .verify_refreshing(&token)
+                .await
+                .map_err(unauthenticated)?;
+            check_resource(&rt, &route.path, &identity)?;
+            identity
+        }
         Presented::ApiKey(key) => {
             ctx.api_key_id = Some(api_key_id(&key));
             let handle = match (rules.api_keys, shared.identity.load_full()) {

@@ -39,8 +39,32 @@ pub struct BodyHold {
     pub parsed: Option<jsonrpc::Body>,
 }
 
+/// Facts for the request's log record, gathered along the phases.
+#[derive(Default)]
+pub struct LogFacts {
+    /// The client's `X-Request-Id` when usable, otherwise a new UUID v7.
+    pub request_id: String,
+    pub upstream_start: Option<Instant>,
+    /// Time from `upstream_start` to the worker's response header.
+    pub upstream_micros: Option<u64>,
+    /// A JSON-RPC error code seen at the start of the worker's answer.
+    pub rpc_error: Option<i64>,
+    /// The first response body chunk was looked at.
+    pub scanned: bool,
+    /// The rate limiter's decision (`allowed`, `limited`, …); set by rate limiting.
+    pub rate_limit: Option<&'static str>,
+    /// Captured request body (routes with `log_bodies`), redacted and cut.
+    pub request_body: Option<String>,
+    /// The start of the response body, for `log_bodies` (bounded).
+    pub response_buf: Option<Vec<u8>>,
+    /// Response bytes beyond what `response_buf` kept.
+    pub response_cut: u64,
+}
+
 pub struct Ctx {
     pub start: Instant,
+    /// What the request's log record needs from the phases.
+    pub log: LogFacts,
     pub counted: bool,
     pub routing: Routing,
     pub body: BodyHold,
@@ -62,6 +86,7 @@ impl Ctx {
     pub fn new() -> Ctx {
         Ctx {
             start: Instant::now(),
+            log: LogFacts::default(),
             counted: false,
             routing: Routing::default(),
             body: BodyHold::default(),

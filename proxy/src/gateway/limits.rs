@@ -17,8 +17,43 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
-fn refused(l: Limited) -> GatewayError {
-    GatewayError::RateLimited(Box::new(l))
+/// Note the outcome for the request record, and put a refusal in the audit trail.
+fn settle(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+    out: Result<(), Limited>,
+) -> Result<(), GatewayError> {
+    match out {
+        Ok(()) => {
+            if ctx.rate.tightest.is_some() && ctx.log.rate_limit.is_none() {
+                ctx.log.rate_limit = Some("allowed");
+            }
+            Ok(())
+        }
+        Err(l) => {
+            ctx.log.rate_limit = Some(if l.redis_down {
+                "redis_down"
+            } else {
+                "limited"
+            });
+            let user = ctx.identity.as_ref().map(|i| i.subject.clone());
+            let ip = client_ip(session).map(|i| i.to_string());
+            shared.logship.audit(
+                "rate_limited",
+                user.as_deref(),
+                None,
+                ip.as_deref(),
+                serde_json::json!({
+                    "policy": &*l.quota.policy,
+                    "path": session.req_header().uri.path(),
+                    "retry_after": l.retry_after_secs,
+                    "redis_down": l.redis_down,
+                }),
+            );
+            Err(GatewayError::RateLimited(Box::new(l)))
+        }
+    }
 }
 
 /// `/auth/login` and the other paths policies name (anonymous: counted by address).
@@ -39,7 +74,7 @@ pub async fn check_path(
     let mut adm = std::mem::take(&mut ctx.rate);
     let out = limiter.check_path(&subject, &mut adm).await;
     ctx.rate = adm;
-    out.map_err(refused)
+    settle(shared, session, ctx, out)
 }
 
 /// An MCP route, after authentication.
@@ -70,7 +105,7 @@ pub async fn check_route(
     let mut adm = std::mem::take(&mut ctx.rate);
     let out = limiter.check_route(&subject, &mut adm).await;
     ctx.rate = adm;
-    out.map_err(refused)
+    settle(shared, session, ctx, out)
 }
 
 /// Every `tools/call` in the parsed body (a batch counts each call).
@@ -115,7 +150,7 @@ pub async fn check_tools(
         }
     }
     ctx.rate = adm;
-    out.map_err(refused)
+    settle(shared, session, ctx, out)
 }
 
 /// `RateLimit-Policy` / `RateLimit` on answers that were let through.

@@ -2,9 +2,11 @@
 
 mod authn;
 mod body;
+mod capture;
 pub mod ctx;
 mod limits;
 mod listfilter;
+mod logrecord;
 mod respond;
 mod steps;
 
@@ -52,6 +54,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.shared.inflight.fetch_add(1, Ordering::AcqRel);
         ctx.counted = true;
+        logrecord::take_request_id(session, ctx);
         let admitted = match steps::admit(&self.shared, session, ctx) {
             Ok(steps::Admitted::Mcp) => {
                 match authn::authenticate(&self.shared, session, ctx).await {
@@ -116,6 +119,15 @@ impl ProxyHttp for Gateway {
             limits::check_tools(&self.shared, session, ctx)
                 .await
                 .map_err(|e| refuse(ctx, e))?;
+            if let (Some(cfg), Some(whole)) = (
+                ctx.routing
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.log_bodies.as_ref()),
+                body.as_deref(),
+            ) {
+                ctx.log.request_body = Some(capture::render(whole, 0, cfg));
+            }
         }
         Ok(())
     }
@@ -126,6 +138,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.log.upstream_start = Some(std::time::Instant::now());
         steps::rewrite_upstream_request(session, upstream, ctx)
     }
 
@@ -135,6 +148,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        logrecord::on_response_header(resp, ctx)?;
         steps::rewrite_response(resp, ctx)?;
         limits::add_headers(resp, ctx)
     }
@@ -146,6 +160,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if !ctx.log.scanned {
+            logrecord::scan_first_chunk(body.as_deref(), ctx);
+        }
         if let Some(f) = ctx.list_filter.as_mut() {
             f.on_chunk(body, end_of_stream).map_err(|_| {
                 Error::explain(
@@ -153,6 +170,14 @@ impl ProxyHttp for Gateway {
                     "tools/list answer too large to filter",
                 )
             })?;
+        }
+        let route = ctx.routing.route.clone();
+        if let (Some(cfg), Some(chunk)) = (
+            route.as_ref().and_then(|r| r.log_bodies.as_ref()),
+            body.as_deref(),
+        ) {
+            let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
+            capture::hold(buf, &mut ctx.log.response_cut, chunk, cfg);
         }
         Ok(None)
     }
@@ -195,14 +220,16 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.counted {
-            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.refusal.as_ref().map(GatewayError::http_status))
             .unwrap_or(0);
+        logrecord::metrics(&self.shared, ctx);
+        if self.shared.logship.enabled() {
+            let record = logrecord::build(session, ctx, status);
+            self.shared.logship.record(record);
+        }
         let route = ctx
             .routing
             .route
@@ -218,9 +245,9 @@ impl ProxyHttp for Gateway {
             session.req_header().method.as_str()
         };
         let m = &self.shared.metrics;
-        let status_text = status.to_string();
+        let status_text = crate::admin::metrics::status_label(status);
         m.requests
-            .with_label_values(&[route, method, status_text.as_str()])
+            .with_label_values(&[route, method, status_text.as_ref()])
             .inc();
         m.duration
             .with_label_values(&[route])
@@ -237,5 +264,10 @@ impl ProxyHttp for Gateway {
             micros = ctx.start.elapsed().as_micros() as u64,
             "request"
         );
+        // Last: shutdown waits for this count to reach zero before it flushes the log queue,
+        // so the record above is already queued.
+        if ctx.counted {
+            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }

@@ -7,9 +7,18 @@ use pingora::Result;
 
 use crate::mcp::errors::GatewayError;
 
+/// The request id (`X-Request-Id`, made valid in `request_filter`) goes back to the client.
+fn copy_request_id(session: &Session, h: &mut ResponseHeader) -> Result<()> {
+    if let Some(id) = session.req_header().headers.get("x-request-id") {
+        h.insert_header("x-request-id", id.clone())?;
+    }
+    Ok(())
+}
+
 /// Write a JSON answer of the gateway's own.
 pub async fn write_json(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4))?;
+    let mut h = ResponseHeader::build(status, Some(5))?;
+    copy_request_id(session, &mut h)?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;
@@ -26,7 +35,8 @@ pub async fn write_error(
     resource_metadata: Option<&str>,
 ) -> Result<()> {
     let body: Bytes = err.jsonrpc_error_body(id);
-    let mut h = ResponseHeader::build(err.http_status(), Some(8))?;
+    let mut h = ResponseHeader::build(err.http_status(), Some(9))?;
+    copy_request_id(session, &mut h)?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("cache-control", "no-store")?;

@@ -44,6 +44,13 @@ pub enum Admitted {
 
 const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
 
+/// The OAuth authorization server's endpoints and metadata (docs/oauth.md).
+fn is_authorization_server_path(path: &str) -> bool {
+    path.starts_with("/oauth/")
+        || path == "/.well-known/oauth-authorization-server"
+        || path == "/.well-known/openid-configuration"
+}
+
 /// `request_filter`, first step: route, method, origin, declared size.
 pub fn admit(
     shared: &Shared,
@@ -60,7 +67,10 @@ pub fn admit(
         ctx.routing.runtime = Some(rt.clone());
         return protected_resource_metadata(&rt, rest).map(Admitted::Answer);
     }
-    if path.starts_with("/auth/") || path == "/.well-known/jwks.json" {
+    if path.starts_with("/auth/")
+        || path == "/.well-known/jwks.json"
+        || is_authorization_server_path(path)
+    {
         let handle = shared.identity.load_full().ok_or(GatewayError::NoRoute)?;
         ctx.routing.internal = Some(handle.internal_addr);
         ctx.routing.runtime = Some(rt);
@@ -379,7 +389,14 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> 
             issued_at: 0,
         };
         match rt.sealer.seal(&claims) {
-            Ok(sealed) => resp.insert_header(headers::SESSION_ID, sealed)?,
+            Ok(sealed) => {
+                resp.insert_header(headers::SESSION_ID, sealed)?;
+                if let Some(g) = &ctx.routing.guard {
+                    g.worker()
+                        .sessions_opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot seal the worker's session id; dropped it");
                 resp.remove_header(headers::SESSION_ID);

@@ -46,6 +46,7 @@ pub(super) fn router(service: Svc) -> Router {
         .route("/auth/admin/users", get(admin_list_users))
         .route("/auth/admin/users/{id}/roles", put(admin_set_roles))
         .route("/auth/admin/users/{id}/disable", post(admin_disable))
+        .merge(super::oauth::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
@@ -79,7 +80,7 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error, message)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(super) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 }
@@ -170,9 +171,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// A caller authenticated by an access token of this service, whose user exists and is
 /// enabled.
-struct Caller {
+pub(super) struct Caller {
     claims: AccessClaims,
-    user: User,
+    pub(super) user: User,
 }
 
 impl FromRequestParts<Svc> for Caller {
@@ -378,6 +379,11 @@ async fn refresh(
     let Some(old) = svc.store.find_refresh_by_hash(&hash).await? else {
         return Err(bad_refresh());
     };
+    // An OAuth client's refresh token stays bound to its client and resource: it is
+    // refreshed at /oauth/token only.
+    if svc.store.get_oauth_grant(&old.family_id).await?.is_some() {
+        return Err(bad_refresh());
+    }
     let reuse = |svc: Svc, old: store::RefreshToken, ip: Option<String>| async move {
         let revoked = svc.store.revoke_family(&old.family_id).await?;
         svc.audit(

@@ -11,6 +11,7 @@ pub mod cli;
 mod crypto;
 mod http;
 mod keys;
+pub mod oauth;
 pub mod revocation;
 
 use std::sync::{Arc, Weak};
@@ -188,9 +189,14 @@ pub struct IdentityService {
     cutoffs: moka::sync::Cache<String, i64>,
     /// Where revocations are published for the other replicas (Redis), when configured.
     bus: std::sync::OnceLock<Arc<bus::RedisBus>>,
+    /// Where audit events go when the gateway's log pipeline carries them (batched, spooled
+    /// while the database is down); unset: written to the store directly.
+    audit_sink: std::sync::OnceLock<Arc<dyn AuditSink>>,
     /// A hash of a random password, verified against for unknown emails so that a login
     /// with an unknown email costs what a login with a wrong password costs.
     dummy_hash: String,
+    /// The OAuth authorization server's state (resources, fetched client documents).
+    oauth: oauth::OAuthState,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -248,7 +254,9 @@ impl IdentityService {
                 .build(),
             cutoffs: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             bus: std::sync::OnceLock::new(),
+            audit_sink: std::sync::OnceLock::new(),
             dummy_hash,
+            oauth: oauth::OAuthState::default(),
         });
         service.maintain_keys().await?;
         // Cutoffs that still matter: tokens issued before them may not have expired yet.
@@ -260,6 +268,11 @@ impl IdentityService {
         let weak = Arc::downgrade(&service);
         tokio::spawn(reload_loop(weak));
         Ok(service)
+    }
+
+    /// Send audit events to `sink` from now on instead of writing them directly.
+    pub fn attach_audit_sink(&self, sink: Arc<dyn AuditSink>) {
+        let _ = self.audit_sink.set(sink);
     }
 
     /// Publish revocations to the other replicas through Redis from now on.
@@ -730,6 +743,10 @@ impl IdentityService {
         ip: Option<&str>,
         detail: serde_json::Value,
     ) {
+        if let Some(sink) = self.audit_sink.get() {
+            sink.audit(kind, user_id, subject, ip, detail);
+            return;
+        }
         let event = NewAuditEvent {
             kind,
             user_id,
@@ -741,6 +758,18 @@ impl IdentityService {
             tracing::warn!(kind, error = %e, "could not record an audit event");
         }
     }
+}
+
+/// A destination for audit events that never waits (the gateway's log pipeline).
+pub trait AuditSink: Send + Sync {
+    fn audit(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        subject: Option<&str>,
+        ip: Option<&str>,
+        detail: serde_json::Value,
+    );
 }
 
 async fn reload_loop(service: Weak<IdentityService>) {

@@ -115,6 +115,14 @@ impl LocalSlots {
         Ok((LocalSlot { count }, before + 1))
     }
 
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
     pub fn in_use(&self, key: &str) -> u64 {
         self.counts
             .get(key)

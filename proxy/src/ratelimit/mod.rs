@@ -497,6 +497,18 @@ impl RateLimiter {
         }
     }
 
+    /// Keys with local state for `policy` (its own counts, or its fallback's).
+    pub fn local_keys(&self, policy: &str) -> usize {
+        self.policies
+            .iter()
+            .find(|p| &*p.name == policy)
+            .map(|p| match &p.state {
+                State::Rate { local, .. } => local.len(),
+                State::Slots { local, .. } => local.len(),
+            })
+            .unwrap_or(0)
+    }
+
     /// Forget idle local state; called now and then from the control plane.
     pub fn tidy(&self) {
         for p in &self.policies {

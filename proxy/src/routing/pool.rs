@@ -44,6 +44,8 @@ pub struct Worker {
     inflight: AtomicUsize,
     failures: AtomicU32,
     pub restarts: AtomicU64,
+    /// Sessions the gateway sealed for this worker (since the gateway started).
+    pub sessions_opened: AtomicU64,
 }
 
 impl Worker {
@@ -55,6 +57,7 @@ impl Worker {
             inflight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
+            sessions_opened: AtomicU64::new(0),
         }
     }
 

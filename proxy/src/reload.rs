@@ -1,0 +1,391 @@
+//! Hot reload: the control plane's pool manager and the configuration reload.
+//!
+//! A reload reads the file, validates it like `mcp-proxy validate`, builds the whole new
+//! runtime (sharing what did not change with the old one), starts the workers of new or
+//! changed pools and waits for them, swaps the runtime in one step, then drains and stops
+//! the pools that left. Requests in flight keep the runtime they started with. A broken file
+//! changes nothing: the error is logged, kept for `/admin/config`, and returned.
+//!
+//! Triggers: SIGHUP, `POST /admin/reload`, and a change of the file (polled every second,
+//! debounced), all sent to the manager on the control plane, one reload at a time.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{self, GatewayConfig, PoolSource};
+use crate::ratelimit::RateLimiter;
+use crate::routing::{health, Pool};
+use crate::runtime::{Runtime, Shared};
+use crate::workers::supervisor;
+
+/// What `/admin/config` shows.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// 1 for the configuration the process started with, +1 per successful reload.
+    pub version: u64,
+    pub source: String,
+    /// Unix seconds of the last successful load.
+    pub loaded_at: u64,
+    /// SHA-256 of the file text in force (empty for the embedded default).
+    pub sha256: String,
+    /// The text in force.
+    pub text: String,
+    /// The last failed reload's errors, until a reload succeeds.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// Fields that changed in the file but take effect only after a restart.
+    pub pending_restart: Vec<String>,
+}
+
+/// A request to the manager.
+pub enum ControlMsg {
+    /// Reload; the answer is the new version or the errors.
+    Reload {
+        trigger: &'static str,
+        reply: Option<oneshot::Sender<Result<u64, String>>>,
+    },
+}
+
+pub type ControlSender = mpsc::Sender<ControlMsg>;
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The status of the configuration the process started with.
+pub fn initial_status(config: &GatewayConfig) -> ReloadStatus {
+    let text = config_path(config)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| config::EMBEDDED_DEFAULT.to_string());
+    ReloadStatus {
+        version: 1,
+        source: config.source.clone(),
+        loaded_at: now_unix(),
+        sha256: sha256_hex(&text),
+        text,
+        ..ReloadStatus::default()
+    }
+}
+
+/// The file a configuration came from (`None` for the embedded default).
+pub fn config_path(config: &GatewayConfig) -> Option<PathBuf> {
+    (!config.source.starts_with('<')).then(|| PathBuf::from(&config.source))
+}
+
+struct PoolTasks {
+    pool: Arc<Pool>,
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Owns the health checks and worker supervisors of every pool.
+pub struct Manager {
+    shared: Arc<Shared>,
+    pools: HashMap<String, PoolTasks>,
+    key_refresh: Option<JoinHandle<()>>,
+    status: Arc<Mutex<ReloadStatus>>,
+}
+
+impl Manager {
+    pub fn new(shared: Arc<Shared>, status: Arc<Mutex<ReloadStatus>>) -> Manager {
+        Manager {
+            shared,
+            pools: HashMap::new(),
+            key_refresh: None,
+            status,
+        }
+    }
+
+    /// Start the tasks of every pool of the runtime in force.
+    pub fn start_all(&mut self) {
+        let rt = self.shared.runtime.load_full();
+        for pool in rt.pools.values() {
+            self.start_pool(pool.clone());
+        }
+        self.restart_key_refresh(&rt);
+    }
+
+    fn start_pool(&mut self, pool: Arc<Pool>) {
+        let t = self.spawn_tasks(pool);
+        self.pools.insert(t.pool.name.clone(), t);
+    }
+
+    /// The health check and, for spawned pools, one supervisor per worker slot.
+    fn spawn_tasks(&self, pool: Arc<Pool>) -> PoolTasks {
+        let (stop, stop_rx) = watch::channel(false);
+        let spawned = matches!(pool.config.source, PoolSource::Spawn(_));
+        let mut handles = Vec::new();
+        {
+            let (pool, mut stop_rx) = (pool.clone(), stop_rx.clone());
+            handles.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = health::run(pool, spawned) => {}
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                }
+            }));
+        }
+        if let PoolSource::Spawn(spec) = &pool.config.source {
+            for slot in 0..pool.workers.len() {
+                handles.push(tokio::spawn(supervisor::run_slot(
+                    pool.clone(),
+                    slot,
+                    spec.clone(),
+                    self.shared.metrics.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+        }
+        PoolTasks {
+            pool,
+            stop,
+            handles,
+        }
+    }
+
+    fn restart_key_refresh(&mut self, rt: &Arc<Runtime>) {
+        if let Some(h) = self.key_refresh.take() {
+            h.abort();
+        }
+        self.key_refresh = Some(tokio::spawn(crate::control::refresh_key_sets(rt.clone())));
+    }
+
+    /// Stop every pool's workers (shutdown) and wait for them.
+    pub async fn stop_all(&mut self) {
+        let tasks: Vec<PoolTasks> = self.pools.drain().map(|(_, t)| t).collect();
+        for t in &tasks {
+            let _ = t.stop.send(true);
+        }
+        for t in tasks {
+            for h in t.handles {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Reload the configuration file. Returns the new version, or every error.
+    pub async fn reload(&mut self, trigger: &str) -> Result<u64, String> {
+        let out = self.try_reload().await;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match &out {
+            Ok(v) => {
+                tracing::info!(trigger, version = v, pending_restart = ?st.pending_restart, "configuration reloaded");
+                self.shared.logship.audit(
+                    "config_reloaded",
+                    None,
+                    None,
+                    None,
+                    serde_json::json!({
+                        "trigger": trigger,
+                        "version": v,
+                        "sha256": st.sha256,
+                        "pending_restart": st.pending_restart,
+                    }),
+                );
+            }
+            Err(e) => {
+                tracing::error!(trigger, errors = %e, "configuration reload refused; the previous configuration stays in force");
+                st.last_error = Some(e.clone());
+                st.last_error_at = Some(now_unix());
+                self.shared.logship.audit(
+                    "config_reload_refused",
+                    None,
+                    None,
+                    None,
+                    serde_json::json!({ "trigger": trigger, "errors": e }),
+                );
+            }
+        }
+        out
+    }
+
+    async fn try_reload(&mut self) -> Result<u64, String> {
+        let old = self.shared.runtime.load_full();
+        let path = config_path(&old.config).ok_or(
+            "the embedded default configuration cannot be reloaded: start with --config FILE",
+        )?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
+        let mut cfg = config::parse(&text, &old.config.source).map_err(|e| e.to_string())?;
+        let pending = keep_restart_only(&mut cfg, &old.config);
+        let limits_changed = cfg.rate_limits != old.config.rate_limits;
+        let new = Arc::new(Runtime::rebuild(cfg, &old).map_err(|e| e.to_string())?);
+
+        // Start what is new, and wait (each pool's ready timeout at most) until it serves.
+        // A changed pool is a new one under the same name: both run during the overlap.
+        let mut fresh = Vec::new();
+        for (name, pool) in &new.pools {
+            let same = old.pools.get(name).is_some_and(|o| Arc::ptr_eq(o, pool));
+            if !same {
+                fresh.push(self.spawn_tasks(pool.clone()));
+            }
+        }
+        for t in &fresh {
+            wait_serving(&t.pool).await;
+        }
+        if limits_changed {
+            let limiter = RateLimiter::new(
+                &new.config.rate_limits,
+                self.shared.ratelimit_redis.clone(),
+                &self.shared.metrics,
+            );
+            self.shared.ratelimit.store(Arc::new(limiter));
+        }
+        if !Arc::ptr_eq(&new.verifier, &old.verifier) {
+            self.restart_key_refresh(&new);
+        }
+        self.shared.runtime.store(new.clone());
+
+        // Pools no longer in force: drain, then stop, in the background.
+        let gone: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(name, t)| {
+                !new.pools
+                    .get(*name)
+                    .is_some_and(|p| Arc::ptr_eq(p, &t.pool))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(t) = self.pools.remove(&name) {
+                tokio::spawn(drain_and_stop(t, old.config.shutdown_grace));
+            }
+        }
+        for t in fresh {
+            // Registered after the sweep above so the new tasks are not mistaken for old.
+            self.pools.insert(t.pool.name.clone(), t);
+        }
+
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.version += 1;
+        st.loaded_at = now_unix();
+        st.sha256 = sha256_hex(&text);
+        st.text = text;
+        st.last_error = None;
+        st.last_error_at = None;
+        st.pending_restart = pending;
+        Ok(st.version)
+    }
+}
+
+/// Fields read once at start: a change is reported, and the value in force is kept.
+fn keep_restart_only(new: &mut GatewayConfig, old: &GatewayConfig) -> Vec<String> {
+    let mut pending = Vec::new();
+    macro_rules! keep {
+        ($($field:ident),*) => {$(
+            if new.$field != old.$field {
+                pending.push(stringify!($field).to_string());
+                new.$field = old.$field.clone();
+            }
+        )*};
+    }
+    keep!(
+        listen,
+        admin,
+        threads,
+        database,
+        redis,
+        identity,
+        public_url,
+        session_key_env,
+        shutdown_grace,
+        upgrade_sock,
+        logging
+    );
+    if new.rate_limits.redis_timeout != old.rate_limits.redis_timeout {
+        pending.push("rate_limits.redis_timeout".into());
+        new.rate_limits.redis_timeout = old.rate_limits.redis_timeout;
+    }
+    pending
+}
+
+/// Wait until a new pool has a healthy worker (its spawn ready timeout, or 10 s, at most).
+async fn wait_serving(pool: &Pool) {
+    let limit = match &pool.config.source {
+        PoolSource::Spawn(s) => s.ready_timeout,
+        PoolSource::Remote(_) => Duration::from_secs(10),
+    };
+    let start = Instant::now();
+    while pool.healthy_count() == 0 && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drain_and_stop(t: PoolTasks, grace: Duration) {
+    let start = Instant::now();
+    while t.pool.workers.iter().any(|w| w.inflight() > 0) && start.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(pool = %t.pool.name, "pool left the configuration; stopping its workers");
+    let _ = t.stop.send(true);
+    for h in t.handles {
+        let _ = h.await;
+    }
+}
+
+/// Send a reload on SIGHUP.
+pub async fn on_sighup(tx: ControlSender) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; reload with POST /admin/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let _ = tx
+            .send(ControlMsg::Reload {
+                trigger: "sighup",
+                reply: None,
+            })
+            .await;
+    }
+}
+
+/// Reload when the file's text changes (polled every second; a change must hold still for
+/// half a second, so an editor's partial writes are not loaded).
+pub async fn watch_file(path: PathBuf, status: Arc<Mutex<ReloadStatus>>, tx: ControlSender) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tried = String::new();
+    loop {
+        tick.tick().await;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let hash = sha256_hex(&text);
+        let in_force = status.lock().map(|s| s.sha256.clone()).unwrap_or_default();
+        if hash == in_force || hash == last_tried {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match std::fs::read_to_string(&path) {
+            Ok(again) if sha256_hex(&again) == hash => {}
+            _ => continue,
+        }
+        last_tried = hash;
+        let _ = tx
+            .send(ControlMsg::Reload {
+                trigger: "file_changed",
+                reply: None,
+            })
+            .await;
+    }
+}
