@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::apps::HttpServerOptions;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{
+    ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::metrics::Metrics;
@@ -33,6 +36,43 @@ pub enum StartError {
     },
     #[error("cannot start: {0}")]
     Control(String),
+}
+
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The listener's app: Pingora's HTTP proxy behind a deadline for a connection's first
+/// bytes. With h2c on, Pingora waits for the 24-byte HTTP/2 preface with no time limit, so a
+/// connection that sends nothing (or a few bytes) would be held forever (docs/security.md).
+/// Here those bytes must arrive within `limits.client_read_timeout`. (Between the requests of
+/// a kept-alive connection Pingora's own 60 s keep-alive timeout applies.)
+struct FirstBytesDeadline {
+    inner: Arc<pingora::proxy::HttpProxy<Gateway>>,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ServerApp for FirstBytesDeadline {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limit = self.shared.runtime.load().config.limits.client_read_timeout;
+        // The same peek Pingora does next: it reads and rewinds, so nothing is lost.
+        let mut first = [0u8; 24];
+        match tokio::time::timeout(limit, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => ServerApp::process_new(&self.inner, stream, shutdown).await,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::debug!("a connection sent too little within {limit:?}; closed");
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
 }
 
 /// SIGTERM and SIGINT both mean: stop accepting, drain, stop workers.
@@ -146,16 +186,19 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(shared.clone()),
-        "mcp-gateway",
-    );
+    let mut http = pingora::proxy::http_proxy(&server.configuration, Gateway::new(shared.clone()));
     let mut opts = HttpServerOptions::default();
     opts.h2c = true;
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(opts);
-    }
+    // An HTTP/2 connection with no stream open is closed after this (Pingora: never).
+    opts.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+    http.server_options = Some(opts);
+    let mut proxy = pingora::services::listening::Service::new(
+        "mcp-gateway".to_string(),
+        FirstBytesDeadline {
+            inner: Arc::new(http),
+            shared: shared.clone(),
+        },
+    );
     proxy.add_tcp(&listen.to_string());
     server.add_service(proxy);
 

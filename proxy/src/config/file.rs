@@ -276,6 +276,9 @@ pub struct LimitsFile {
     pub client_read_timeout: HumanDuration,
     #[serde(default = "default_client_timeout")]
     pub client_write_timeout: HumanDuration,
+    /// Most JSON-RPC messages in one batch (hardening).
+    #[serde(default = "default_max_batch")]
+    pub max_batch_len: Spanned<u64>,
 }
 
 impl Default for LimitsFile {
@@ -284,8 +287,13 @@ impl Default for LimitsFile {
             max_body_bytes: default_max_body(),
             client_read_timeout: default_client_timeout(),
             client_write_timeout: default_client_timeout(),
+            max_batch_len: default_max_batch(),
         }
     }
+}
+
+fn default_max_batch() -> Spanned<u64> {
+    Spanned::new(100, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 fn default_max_body() -> Spanned<u64> {

@@ -132,6 +132,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub client_read_timeout: Duration,
     pub client_write_timeout: Duration,
+    /// Most messages in one JSON-RPC batch; longer batches get -32600 before any worker.
+    pub max_batch_len: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

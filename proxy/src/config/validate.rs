@@ -174,6 +174,14 @@ impl Validator<'_> {
                 "expected 1 byte to 1 GiB",
             );
         }
+        let max_batch = &f.limits.max_batch_len;
+        if max_batch.value == 0 || max_batch.value > 100_000 {
+            self.err(
+                &max_batch.referenced,
+                "limits.max_batch_len",
+                "expected 1 to 100000",
+            );
+        }
         let mut origins = Vec::new();
         for (i, o) in f.allowed_origins.iter().enumerate() {
             match OriginRule::parse(&o.value) {
@@ -408,6 +416,7 @@ impl Validator<'_> {
                 max_body_bytes: usize::try_from(max_body.value).unwrap_or(usize::MAX),
                 client_read_timeout: f.limits.client_read_timeout.0,
                 client_write_timeout: f.limits.client_write_timeout.0,
+                max_batch_len: usize::try_from(max_batch.value).unwrap_or(usize::MAX),
             },
             origins,
             shutdown_grace: f.shutdown_grace.0,
@@ -1126,6 +1135,29 @@ mod rate_limit_tests {
             "rate_limits.policies.f.speed",
         ] {
             assert!(errs.contains(expected), "missing {expected:?} in:\n{errs}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod hardening_limit_tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+
+    #[test]
+    fn max_batch_len_has_a_default_and_a_range() {
+        let cfg = parse_and_validate(BASE, "t.yaml").unwrap();
+        assert_eq!(cfg.limits.max_batch_len, 100);
+        let cfg =
+            parse_and_validate(&format!("{BASE}limits:\n  max_batch_len: 5\n"), "t.yaml").unwrap();
+        assert_eq!(cfg.limits.max_batch_len, 5);
+        for bad in ["0", "100001"] {
+            let text = format!("{BASE}limits:\n  max_batch_len: {bad}\n");
+            let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+            assert!(errs.contains("t.yaml:8:"), "{errs}");
+            assert!(errs.contains("limits.max_batch_len"), "{errs}");
+            assert!(errs.contains("expected 1 to 100000"), "{errs}");
         }
     }
 }

@@ -35,6 +35,18 @@ pub fn on_chunk(
         ParseError::Syntax(_) => GatewayError::Parse(e.to_string()),
         ParseError::Invalid(_) => GatewayError::InvalidRequest(e.to_string()),
     })?;
+    let max_batch_len = ctx
+        .routing
+        .runtime
+        .as_ref()
+        .map(|rt| rt.config.limits.max_batch_len)
+        .unwrap_or(usize::MAX);
+    if parsed.batch && parsed.messages.len() > max_batch_len {
+        return Err(GatewayError::InvalidRequest(format!(
+            "a batch of {} messages exceeds the limit of {max_batch_len} (limits.max_batch_len)",
+            parsed.messages.len()
+        )));
+    }
     // Kept before the header check so a refusal can name the request id.
     let parsed = ctx.body.parsed.insert(parsed);
     check_headers(session, parsed)?;

@@ -183,6 +183,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        steps::upstream_failed(ctx, e);
         let err = ctx
             .refusal
             .clone()

@@ -86,6 +86,7 @@ pub fn admit(
     if !origin::allowed(&rt.origins, req.headers.get("origin").map(|v| v.as_bytes())) {
         return Err(GatewayError::OriginDenied);
     }
+    refuse_hostile_framing(req, is_post)?;
     if let Some(len) = req.headers.get("content-length") {
         let declared = std::str::from_utf8(len.as_bytes())
             .ok()
@@ -100,6 +101,30 @@ pub fn admit(
     ctx.body.active = is_post;
     ctx.routing.runtime = Some(rt);
     Ok(Admitted::Mcp)
+}
+
+/// Framing an MCP endpoint never needs, refused before anything reaches a worker (see
+/// docs/security.md): a protocol upgrade (Streamable HTTP never switches protocols; a worker
+/// answering 101 would turn the connection into an unchecked tunnel), and a body on GET or
+/// DELETE (never parsed by the gateway, so it must not be forwarded either).
+fn refuse_hostile_framing(req: &RequestHeader, is_post: bool) -> Result<(), GatewayError> {
+    if req.headers.contains_key(http::header::UPGRADE) {
+        return Err(GatewayError::InvalidRequest(
+            "protocol upgrades are not supported on MCP endpoints".into(),
+        ));
+    }
+    let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().iter().any(|b| *b != b'0'));
+    if !is_post && has_body {
+        return Err(GatewayError::InvalidRequest(
+            "GET and DELETE requests to an MCP endpoint carry no body".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a 401 should point the client for this route's protected-resource metadata.
@@ -234,6 +259,33 @@ pub fn connect_failed(shared: &Shared, ctx: &mut Ctx) -> bool {
     ctx.routing.tried.len() < route.pool.workers.len()
 }
 
+/// `fail_to_proxy`, passive health: a worker that stayed silent past `read_timeout`, answered
+/// something that is not HTTP, or broke its answer off counts one failure, like a failed
+/// health check; after `health.unhealthy_after` of them it gets no traffic until a health
+/// check passes again. Connect failures are counted in `connect_failed`.
+pub fn upstream_failed(ctx: &Ctx, e: &Error) {
+    if e.esource() != &ErrorSource::Upstream || ctx.refusal.is_some() {
+        return;
+    }
+    if matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::ConnectProxyFailure
+    ) {
+        return;
+    }
+    let (Some(route), Some(guard)) = (&ctx.routing.route, &ctx.routing.guard) else {
+        return;
+    };
+    let w = guard.worker();
+    if w.record_failure(route.pool.config.health.unhealthy_after) {
+        tracing::warn!(pool = %route.pool.name, worker = %w.id, error = %e, "worker failed while answering; ejected");
+    }
+}
+
 /// `upstream_request_filter`: the worker's path and session id, credentials stripped.
 pub fn rewrite_upstream_request(
     session: &Session,
@@ -252,7 +304,9 @@ pub fn rewrite_upstream_request(
     let Some(route) = &ctx.routing.route else {
         return Err(Error::new(ErrorType::InternalError));
     };
-    if route.upstream_path != route.path {
+    // An absolute-form target (`POST http://host/mcp`, kept verbatim by Pingora) reaches
+    // the worker in origin form.
+    if route.upstream_path != route.path || !up.raw_path().starts_with(b"/") {
         let pq = match up.uri.query() {
             Some(q) => format!("{}?{q}", route.upstream_path),
             None => route.upstream_path.clone(),
