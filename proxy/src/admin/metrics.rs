@@ -370,45 +370,6 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every metric the shipped Grafana dashboard queries is one this file registers.
-    #[test]
-    fn dashboard_uses_only_registered_metrics() {
-        let dashboard = include_str!("../../../config/grafana/mcp-gateway.json");
-        let source = include_str!("metrics.rs");
-        let mut seen = 0;
-        for (i, _) in dashboard.match_indices("mcp_gateway_") {
-            let name: String = dashboard[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let name = name.trim_end_matches("_bucket");
-            assert!(
-                source.contains(&format!("\"{name}\"")),
-                "the dashboard queries {name}, which is not registered"
-            );
-            seen += 1;
-        }
-        assert!(seen > 10);
-    }
-
-    #[test]
-    fn tool_labels_are_bounded() {
-        let m = Metrics::new().unwrap();
-        for i in 0..(MAX_TOOL_LABELS + 10) {
-            m.log.tool_call(&format!("t{i}"));
-        }
-        m.log.tool_call("t0");
-        assert_eq!(m.log.tool_calls.with_label_values(&["t0"]).get(), 2);
-        assert_eq!(m.log.tool_calls.with_label_values(&["other"]).get(), 10);
-        assert_eq!(status_label(200), "200");
-        assert_eq!(status_label(418), "418");
-    }
-}
-
 /// The value at quantile `q` of a Prometheus histogram, by linear interpolation inside the
 /// bucket where it falls (what `histogram_quantile` does).
 fn quantile(h: &prometheus::proto::Histogram, q: f64) -> Option<f64> {
@@ -502,5 +463,44 @@ impl Metrics {
             })).collect::<Vec<_>>(),
             "tools": tools.into_iter().map(|(tool, calls)| serde_json::json!({"tool": tool, "calls": calls})).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the shipped Grafana dashboard queries is one this file registers.
+    #[test]
+    fn dashboard_uses_only_registered_metrics() {
+        let dashboard = include_str!("../../../config/grafana/mcp-gateway.json");
+        let source = include_str!("metrics.rs");
+        let mut seen = 0;
+        for (i, _) in dashboard.match_indices("mcp_gateway_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let name = name.trim_end_matches("_bucket");
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "the dashboard queries {name}, which is not registered"
+            );
+            seen += 1;
+        }
+        assert!(seen > 10);
+    }
+
+    #[test]
+    fn tool_labels_are_bounded() {
+        let m = Metrics::new().unwrap();
+        for i in 0..(MAX_TOOL_LABELS + 10) {
+            m.log.tool_call(&format!("t{i}"));
+        }
+        m.log.tool_call("t0");
+        assert_eq!(m.log.tool_calls.with_label_values(&["t0"]).get(), 2);
+        assert_eq!(m.log.tool_calls.with_label_values(&["other"]).get(), 10);
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "418");
     }
 }

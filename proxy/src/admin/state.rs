@@ -14,14 +14,14 @@ use super::{auth, json_answer};
 use crate::config::{PoolSource, RateKind};
 use crate::runtime::Shared;
 
-async fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+async fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     auth::check(shared, headers)
         .await
-        .map_err(|(status, why)| json_answer(status, json!({ "error": why })))
+        .map_err(|(status, why)| Box::new(json_answer(status, json!({ "error": why }))))
 }
 
 /// `limit` from the query string (1..=1000, default 100).
-fn limit_of(query: Option<&str>) -> Result<i64, Response> {
+fn limit_of(query: Option<&str>) -> Result<i64, Box<Response>> {
     let mut limit = 100;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         if let Some(v) = pair.strip_prefix("limit=") {
@@ -30,10 +30,10 @@ fn limit_of(query: Option<&str>) -> Result<i64, Response> {
                 .ok()
                 .filter(|l| (1..=1000).contains(l))
                 .ok_or_else(|| {
-                    json_answer(
+                    Box::new(json_answer(
                         StatusCode::BAD_REQUEST,
                         json!({ "error": "limit must be 1 to 1000" }),
-                    )
+                    ))
                 })?;
         }
     }
@@ -42,7 +42,7 @@ fn limit_of(query: Option<&str>) -> Result<i64, Response> {
 
 pub async fn routes(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let rt = shared.runtime.load_full();
     let mut routes: Vec<Value> = rt
@@ -68,7 +68,7 @@ pub async fn routes(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
 
 pub async fn pools(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let rt = shared.runtime.load_full();
     let mut pools: Vec<Value> = rt
@@ -109,7 +109,7 @@ pub async fn pools(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
 
 pub async fn rate_limits(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let rt = shared.runtime.load_full();
     let limiter = shared.ratelimit.load_full();
@@ -166,11 +166,11 @@ pub async fn users(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let limit = match limit_of(query.as_deref()) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
@@ -199,7 +199,7 @@ pub async fn user_keys(
     Path(user): Path<String>,
 ) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
@@ -229,11 +229,11 @@ pub async fn audit(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Err(r) = guard(&shared, &headers).await {
-        return r;
+        return *r;
     }
     let limit = match limit_of(query.as_deref()) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
