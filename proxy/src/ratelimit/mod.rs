@@ -365,7 +365,10 @@ impl RateLimiter {
             return Ok(());
         };
         let redis = match (p.cfg.backend, &self.redis) {
-            (RateBackend::Redis, Some(r)) => Some(r),
+            (RateBackend::Redis, Some(r)) => {
+                r.warm_proxy_connection();
+                Some(r)
+            }
             _ => None,
         };
         match &p.state {

@@ -81,6 +81,10 @@ pub struct RedisLimits {
     prefix: String,
     timeout: Duration,
     conn: ArcSwapOption<MultiplexedConnection>,
+    /// A second connection made from the proxy's own runtime, so a check does not hop to
+    /// the control-plane thread (where `conn`'s driver task runs) and back.
+    proxy_conn: ArcSwapOption<MultiplexedConnection>,
+    proxy_connecting: AtomicBool,
     /// Checks skip Redis until this instant (ms since `epoch`).
     open_until_ms: AtomicU64,
     epoch: Instant,
@@ -106,6 +110,8 @@ impl RedisLimits {
             prefix: prefix.to_string(),
             timeout,
             conn: ArcSwapOption::empty(),
+            proxy_conn: ArcSwapOption::empty(),
+            proxy_connecting: AtomicBool::new(false),
             open_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             down: AtomicBool::new(true),
@@ -164,6 +170,7 @@ impl RedisLimits {
         if let RedisDown::Failed(_) = why {
             // The connection is broken: drop it so `maintain` makes a new one.
             self.conn.store(None);
+            self.proxy_conn.store(None);
         }
         if !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(reason = ?why, "rate limits: Redis unavailable, on_redis_error applies");
@@ -183,7 +190,11 @@ impl RedisLimits {
         if !self.available() {
             return Err(RedisDown::Unavailable);
         }
-        let Some(conn) = self.conn.load_full() else {
+        let Some(conn) = self
+            .proxy_conn
+            .load_full()
+            .or_else(|| self.conn.load_full())
+        else {
             return Err(RedisDown::Unavailable);
         };
         let mut conn = (*conn).clone();
@@ -194,6 +205,34 @@ impl RedisLimits {
         };
         self.failed(&out);
         Err(out)
+    }
+
+    /// Make the proxy-side connection in the background, from the runtime the caller runs
+    /// on (the proxy's), once Redis is known to be reachable. Never waits.
+    pub fn warm_proxy_connection(self: &Arc<Self>) {
+        if self.proxy_conn.load().is_some()
+            || !self.available()
+            || self.proxy_connecting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let me = self.clone();
+        let spawned = tokio::runtime::Handle::try_current().map(|rt| {
+            rt.spawn(async move {
+                if let Ok(Ok(c)) = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    me.client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
+                    me.proxy_conn.store(Some(Arc::new(c)));
+                }
+                me.proxy_connecting.store(false, Ordering::Release);
+            })
+        });
+        if spawned.is_err() {
+            self.proxy_connecting.store(false, Ordering::Release);
+        }
     }
 
     /// One GCRA check: `burst` at once, then one per `interval`.
