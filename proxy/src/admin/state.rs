@@ -153,6 +153,28 @@ pub async fn rate_limits(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
     )
 }
 
+/// A database listing as JSON under `key`, or 503 (logged) when the database fails.
+fn listing<T>(
+    what: &str,
+    key: &str,
+    rows: Result<Vec<T>, crate::store::StoreError>,
+    view: impl Fn(&T) -> Value,
+) -> Response {
+    match rows {
+        Ok(rows) => json_answer(
+            StatusCode::OK,
+            json!({ key: rows.iter().map(view).collect::<Vec<_>>() }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "admin: listing {what} failed");
+            json_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "database unavailable" }),
+            )
+        }
+    }
+}
+
 fn no_identity() -> Response {
     json_answer(
         StatusCode::NOT_FOUND,
@@ -175,22 +197,12 @@ pub async fn users(
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
     };
-    match id.store.list_users(limit, 0).await {
-        Ok(users) => json_answer(
-            StatusCode::OK,
-            json!({ "users": users.iter().map(|u| json!({
-                "id": u.id, "email": u.email, "roles": u.roles, "disabled": u.disabled,
-                "created_at": u.created_at, "updated_at": u.updated_at,
-            })).collect::<Vec<_>>() }),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "admin: listing users failed");
-            json_answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "database unavailable" }),
-            )
-        }
-    }
+    listing("users", "users", id.store.list_users(limit, 0).await, |u| {
+        json!({
+            "id": u.id, "email": u.email, "roles": u.roles, "disabled": u.disabled,
+            "created_at": u.created_at, "updated_at": u.updated_at,
+        })
+    })
 }
 
 pub async fn user_keys(
@@ -204,23 +216,18 @@ pub async fn user_keys(
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
     };
-    match id.store.list_api_keys(&user).await {
-        Ok(keys) => json_answer(
-            StatusCode::OK,
-            json!({ "keys": keys.iter().map(|k| json!({
+    listing(
+        "API keys",
+        "keys",
+        id.store.list_api_keys(&user).await,
+        |k| {
+            json!({
                 "id": k.id, "name": k.name, "prefix": k.prefix, "scopes": k.scopes,
                 "created_at": k.created_at, "expires_at": k.expires_at,
                 "revoked_at": k.revoked_at, "last_used_at": k.last_used_at,
-            })).collect::<Vec<_>>() }),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "admin: listing API keys failed");
-            json_answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "database unavailable" }),
-            )
-        }
-    }
+            })
+        },
+    )
 }
 
 pub async fn audit(
@@ -238,20 +245,15 @@ pub async fn audit(
     let Some(id) = shared.identity.load_full() else {
         return no_identity();
     };
-    match id.store.list_audit_events(None, limit).await {
-        Ok(events) => json_answer(
-            StatusCode::OK,
-            json!({ "events": events.iter().map(|e| json!({
+    listing(
+        "audit events",
+        "events",
+        id.store.list_audit_events(None, limit).await,
+        |e| {
+            json!({
                 "id": e.id, "at": e.at, "kind": e.kind, "user_id": e.user_id,
                 "subject": e.subject, "ip": e.ip, "detail": e.detail,
-            })).collect::<Vec<_>>() }),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "admin: listing audit events failed");
-            json_answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "database unavailable" }),
-            )
-        }
-    }
+            })
+        },
+    )
 }

@@ -77,6 +77,28 @@ pub async fn check_path(
     settle(shared, session, ctx, out)
 }
 
+/// The caller as the limiter sees it (the tool is set per call).
+fn subject_of<'a>(
+    session: &'a Session,
+    ctx: &'a Ctx,
+    user: Option<&'a str>,
+    tool: Option<&'a str>,
+) -> Subject<'a> {
+    Subject {
+        user,
+        api_key: ctx.api_key_id.as_deref(),
+        ip: client_ip(session),
+        route: ctx.routing.route.as_ref().map(|r| r.path.as_str()),
+        path: session.req_header().uri.path(),
+        roles: ctx
+            .identity
+            .as_ref()
+            .map(|i| i.roles.as_slice())
+            .unwrap_or(&[]),
+        tool,
+    }
+}
+
 /// An MCP route, after authentication.
 pub async fn check_route(
     shared: &Shared,
@@ -88,22 +110,10 @@ pub async fn check_route(
         return Ok(());
     }
     let user = ctx.identity.as_ref().map(|i| i.user_key());
-    let route = ctx.routing.route.clone();
-    let subject = Subject {
-        user: user.as_deref(),
-        api_key: ctx.api_key_id.as_deref(),
-        ip: client_ip(session),
-        route: route.as_ref().map(|r| r.path.as_str()),
-        path: session.req_header().uri.path(),
-        roles: ctx
-            .identity
-            .as_ref()
-            .map(|i| i.roles.as_slice())
-            .unwrap_or(&[]),
-        tool: None,
-    };
     let mut adm = std::mem::take(&mut ctx.rate);
-    let out = limiter.check_route(&subject, &mut adm).await;
+    let out = limiter
+        .check_route(&subject_of(session, ctx, user.as_deref(), None), &mut adm)
+        .await;
     ctx.rate = adm;
     settle(shared, session, ctx, out)
 }
@@ -118,32 +128,22 @@ pub async fn check_tools(
     if !limiter.has_tool_policies() {
         return Ok(());
     }
-    let Some(parsed) = ctx.body.parsed.as_ref() else {
-        return Ok(());
+    let tools: Vec<String> = match ctx.body.parsed.as_ref() {
+        Some(parsed) => parsed
+            .messages
+            .iter()
+            .filter_map(|m| m.tool.clone())
+            .collect(),
+        None => return Ok(()),
     };
-    let tools: Vec<String> = parsed
-        .messages
-        .iter()
-        .filter_map(|m| m.tool.clone())
-        .collect();
     if tools.is_empty() {
         return Ok(());
     }
     let user = ctx.identity.as_ref().map(|i| i.user_key());
-    let route = ctx.routing.route.clone();
-    let identity = ctx.identity.clone();
     let mut adm = std::mem::take(&mut ctx.rate);
     let mut out = Ok(());
     for tool in &tools {
-        let subject = Subject {
-            user: user.as_deref(),
-            api_key: ctx.api_key_id.as_deref(),
-            ip: client_ip(session),
-            route: route.as_ref().map(|r| r.path.as_str()),
-            path: session.req_header().uri.path(),
-            roles: identity.as_ref().map(|i| i.roles.as_slice()).unwrap_or(&[]),
-            tool: Some(tool),
-        };
+        let subject = subject_of(session, ctx, user.as_deref(), Some(tool));
         out = limiter.check_tool(&subject, &mut adm).await;
         if out.is_err() {
             break;
