@@ -1,6 +1,7 @@
 //! Who may use the admin API: a caller with the `admin` role (a token of a trusted issuer or
 //! an API key of the gateway's own users), or one presenting the static token in
-//! `MCP_GATEWAY_ADMIN_TOKEN`. A gateway with neither (no issuer, no identity, no static
+//! `MCP_GATEWAY_ADMIN_TOKEN` (at least 32 characters; the same check as
+//! `GET /admin/logs`). A gateway with neither (no issuer, no identity, no static
 //! token) has no way to tell an admin apart, so its admin API is open: keep the admin
 //! listener on loopback (the default) or set the token.
 
@@ -8,13 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use crate::runtime::Shared;
 
-pub const ADMIN_TOKEN_ENV: &str = "MCP_GATEWAY_ADMIN_TOKEN";
-const ADMIN_ROLE: &str = "admin";
-
-/// Constant-time comparison of two byte strings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use super::logs::{static_token_matches, ADMIN_ROLE, ADMIN_TOKEN_ENV};
 
 /// `Ok` when the request may use the admin API; otherwise the status and a reason.
 pub async fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
@@ -41,10 +36,8 @@ pub async fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), (StatusCo
             "the admin API needs a bearer token with the admin role".into(),
         ));
     };
-    if let Some(t) = &static_token {
-        if same(t.as_bytes(), token.as_bytes()) {
-            return Ok(());
-        }
+    if static_token_matches(token) {
+        return Ok(());
     }
     let who = if token.starts_with("mcpk_") {
         match &identity {

@@ -45,7 +45,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn static_token_matches(presented: &str) -> bool {
+/// Does `presented` equal `$MCP_GATEWAY_ADMIN_TOKEN` (set, at least 32 characters)?
+pub(crate) fn static_token_matches(presented: &str) -> bool {
     let Ok(expected) = std::env::var(ADMIN_TOKEN_ENV) else {
         return false;
     };
