@@ -107,6 +107,24 @@ struct PoolTasks {
     /// One supervisor per worker slot of a spawned pool (empty for remote pools).
     slots: Vec<Task>,
 }
+
+impl PoolTasks {
+    /// Tell every task to stop (workers get SIGTERM, then SIGKILL after the pool's grace).
+    fn signal_stop(&self) {
+        let _ = self.health.stop.send(true);
+        for slot in &self.slots {
+            let _ = slot.stop.send(true);
+        }
+    }
+
+    /// Wait for every task to end.
+    async fn join(self) {
+        let _ = self.health.handle.await;
+        for slot in self.slots {
+            let _ = slot.handle.await;
+        }
+    }
+}
 /// Owns the health checks and worker supervisors of every pool.
 pub struct Manager {
     shared: Arc<Shared>,
@@ -216,16 +234,10 @@ impl Manager {
     pub async fn stop_all(&mut self) {
         let tasks: Vec<PoolTasks> = self.pools.drain().map(|(_, t)| t).collect();
         for t in &tasks {
-            let _ = t.health.stop.send(true);
-            for slot in &t.slots {
-                let _ = slot.stop.send(true);
-            }
+            t.signal_stop();
         }
         for t in tasks {
-            let _ = t.health.handle.await;
-            for slot in t.slots {
-                let _ = slot.handle.await;
-            }
+            t.join().await;
         }
     }
 
@@ -416,14 +428,8 @@ async fn drain_and_stop(t: PoolTasks, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(pool = %t.pool.name, "pool left the configuration; stopping its workers");
-    let _ = t.health.stop.send(true);
-    for slot in &t.slots {
-        let _ = slot.stop.send(true);
-    }
-    let _ = t.health.handle.await;
-    for slot in t.slots {
-        let _ = slot.handle.await;
-    }
+    t.signal_stop();
+    t.join().await;
 }
 
 fn spawn_health(pool: Arc<Pool>) -> Task {
