@@ -470,3 +470,48 @@ async fn login_brute_force_from_one_address_is_stopped_and_users_are_limited_apa
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
 }
+
+/// `n` initialize requests that say (in X-Forwarded-For) they come from `forwarded`.
+async fn inits_from(url: &str, forwarded: &str, n: usize) -> usize {
+    let http = reqwest::Client::new();
+    let mut passed = 0;
+    for _ in 0..n {
+        let r = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("x-forwarded-for", forwarded)
+            .body(init_body("2025-06-18"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("post: {e}"));
+        if r.status() == 200 {
+            passed += 1;
+        }
+    }
+    passed
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let policy =
+        "rate_limits:\n  defaults: false\n  policies:\n    calls: { key: [ip], rate: 3/h }\n";
+    // The test client (127.0.0.1) plays the load balancer.
+    let trusted = start(&format!(
+        "client_ip: {{ trusted_proxies: [127.0.0.0/8] }}\n{policy}"
+    ))
+    .await;
+    // The balancer appends the peer it saw; what the client wrote before it is not trusted.
+    assert_eq!(inits_from(&trusted.url(), "198.51.100.1", 5).await, 3);
+    assert_eq!(inits_from(&trusted.url(), "198.51.100.2", 5).await, 3);
+    assert_eq!(
+        inits_from(&trusted.url(), "198.51.100.9, 198.51.100.1", 2).await,
+        0,
+        "a forged left-most entry does not escape the limit of the real client"
+    );
+
+    // Without trusted proxies the header is ignored: one address, one limit.
+    let plain = start(policy).await;
+    assert_eq!(inits_from(&plain.url(), "198.51.100.1", 2).await, 2);
+    assert_eq!(inits_from(&plain.url(), "198.51.100.2", 5).await, 1);
+}

@@ -49,6 +49,9 @@ pub struct FileConfig {
     /// The request log pipeline (queue, batches, Redis Stream, spool, retention).
     #[serde(default)]
     pub logging: Option<LoggingFile>,
+    /// Which address a request comes from when the gateway sits behind load balancers.
+    #[serde(default)]
+    pub client_ip: Option<ClientIpFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -122,6 +125,17 @@ pub struct DatabaseFile {
     /// Apply migrations at start.
     #[serde(default = "default_true")]
     pub migrate: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ClientIpFile {
+    /// Addresses or CIDR ranges of the load balancers / proxies in front of the gateway.
+    /// Only a request whose TCP peer is one of them may name its client in `header`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// `x-forwarded-for` (default) or `x-real-ip`.
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,7 @@ pub struct GatewayConfig {
     pub session_ttl: Duration,
     pub limits: Limits,
     pub origins: Vec<OriginRule>,
+    pub client_ip: ClientIpConfig,
     pub shutdown_grace: Duration,
     pub upgrade_sock: String,
     pub auth: AuthConfig,
@@ -125,6 +126,23 @@ pub struct CredentialRule {
     pub service: String,
     pub header: String,
     pub format: String,
+}
+
+/// Where a request comes from: the TCP peer, unless that peer is a trusted proxy, in which
+/// case the header it sets names the client (see `gateway/client_ip.rs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientIpConfig {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (each proxy appends its peer).
+    #[default]
+    XForwardedFor,
+    /// `X-Real-IP: client` (one value, set by the last proxy).
+    XRealIp,
 }
 
 #[derive(Debug, Clone, PartialEq)]

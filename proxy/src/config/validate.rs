@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{
-    AuthFile, FileConfig, OnRedisErrorFile, PoolFile, RateBackendFile, RateLimitsFile,
-    RatePolicyFile,
+    AuthFile, ClientIpFile, FileConfig, OnRedisErrorFile, PoolFile, RateBackendFile,
+    RateLimitsFile, RatePolicyFile,
 };
 use super::locate::LineIndex;
 use super::model::*;
@@ -114,6 +114,55 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    fn client_ip(&mut self, f: Option<&ClientIpFile>) -> ClientIpConfig {
+        let Some(f) = f else {
+            return ClientIpConfig::default();
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in f.trusted_proxies.iter().enumerate() {
+            let text = p.value.trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => self.err(
+                    &p.referenced,
+                    format!("client_ip.trusted_proxies[{i}]"),
+                    format!("expected an IP address or CIDR range (10.0.0.0/8), got {text:?}"),
+                ),
+            }
+        }
+        let header = match f.header.as_ref() {
+            None => ForwardedHeader::XForwardedFor,
+            Some(h) => match h.value.to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "x-real-ip" => ForwardedHeader::XRealIp,
+                other => {
+                    self.err(
+                        &h.referenced,
+                        "client_ip.header",
+                        format!("expected x-forwarded-for or x-real-ip, got {other:?}"),
+                    );
+                    ForwardedHeader::XForwardedFor
+                }
+            },
+        };
+        if f.header.is_some() && trusted_proxies.is_empty() && f.trusted_proxies.is_empty() {
+            if let Some(h) = f.header.as_ref() {
+                self.err(
+                    &h.referenced,
+                    "client_ip.trusted_proxies",
+                    "a header is only read from trusted proxies: list them in trusted_proxies",
+                );
+            }
+        }
+        ClientIpConfig {
+            trusted_proxies,
+            header,
+        }
+    }
+
     fn err(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let (line, column) = if *at != Location::UNKNOWN {
@@ -189,6 +238,7 @@ impl Validator<'_> {
                 Err(msg) => self.err(&o.referenced, format!("allowed_origins[{i}]"), msg),
             }
         }
+        let client_ip = self.client_ip(f.client_ip.as_ref());
 
         let mut pools = Vec::new();
         for (name, p) in &f.pools {
@@ -419,6 +469,7 @@ impl Validator<'_> {
                 max_batch_len: usize::try_from(max_batch.value).unwrap_or(usize::MAX),
             },
             origins,
+            client_ip,
             shutdown_grace: f.shutdown_grace.0,
             upgrade_sock: f.upgrade_sock.clone().unwrap_or_else(|| {
                 format!(
@@ -1159,5 +1210,54 @@ mod hardening_limit_tests {
             assert!(errs.contains("limits.max_batch_len"), "{errs}");
             assert!(errs.contains("expected 1 to 100000"), "{errs}");
         }
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let text = format!(
+            "{BASE}client_ip:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, \"fd00::/8\", 10.1.2.3/16]\n  header: X-Real-IP\n"
+        );
+        let cfg = parse_and_validate(&text, "t.yaml").unwrap();
+        let nets: Vec<String> = cfg
+            .client_ip
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "10.1.0.0/16"]
+        );
+        assert_eq!(cfg.client_ip.header, ForwardedHeader::XRealIp);
+        let plain = parse_and_validate(BASE, "t.yaml").unwrap();
+        assert!(plain.client_ip.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn bad_entries_are_reported_with_their_lines() {
+        let text = format!(
+            "{BASE}client_ip:\n  trusted_proxies:\n    - 10.0.0.0/33\n    - load-balancer\n  header: forwarded\n"
+        );
+        let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+        for expected in [
+            "t.yaml:9:",
+            "client_ip.trusted_proxies[0]",
+            "t.yaml:10:",
+            "\"load-balancer\"",
+            "client_ip.header",
+            "expected x-forwarded-for or x-real-ip",
+        ] {
+            assert!(errs.contains(expected), "missing {expected:?} in:\n{errs}");
+        }
+        let lone = format!("{BASE}client_ip: {{ header: x-real-ip }}\n");
+        let errs = parse_and_validate(&lone, "t.yaml").unwrap_err().to_string();
+        assert!(errs.contains("only read from trusted proxies"), "{errs}");
     }
 }

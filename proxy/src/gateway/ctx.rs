@@ -63,6 +63,8 @@ pub struct LogFacts {
 
 pub struct Ctx {
     pub start: Instant,
+    /// The client's address: the TCP peer, or what a trusted proxy says (`client_ip.rs`).
+    pub client_ip: Option<std::net::IpAddr>,
     /// What the request's log record needs from the phases.
     pub log: LogFacts,
     pub counted: bool,
@@ -83,9 +85,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The client's address; before `admit` ran (Pingora ended the request early), the peer.
+    pub fn client_ip(&self, session: &pingora::proxy::Session) -> Option<std::net::IpAddr> {
+        self.client_ip.or_else(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
+        })
+    }
+
     pub fn new() -> Ctx {
         Ctx {
             start: Instant::now(),
+            client_ip: None,
             log: LogFacts::default(),
             counted: false,
             routing: Routing::default(),

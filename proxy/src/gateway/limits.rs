@@ -10,13 +10,6 @@ use crate::mcp::errors::GatewayError;
 use crate::ratelimit::{quota_headers, Limited, Subject};
 use crate::runtime::Shared;
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
 /// Note the outcome for the request record, and put a refusal in the audit trail.
 fn settle(
     shared: &Shared,
@@ -38,7 +31,7 @@ fn settle(
                 "limited"
             });
             let user = ctx.identity.as_ref().map(|i| i.subject.clone());
-            let ip = client_ip(session).map(|i| i.to_string());
+            let ip = ctx.client_ip(session).map(|i| i.to_string());
             shared.logship.audit(
                 "rate_limited",
                 user.as_deref(),
@@ -67,7 +60,7 @@ pub async fn check_path(
         return Ok(());
     }
     let subject = Subject {
-        ip: client_ip(session),
+        ip: ctx.client_ip(session),
         path: session.req_header().uri.path(),
         ..Subject::default()
     };
@@ -87,7 +80,7 @@ fn subject_of<'a>(
     Subject {
         user,
         api_key: ctx.api_key_id.as_deref(),
-        ip: client_ip(session),
+        ip: ctx.client_ip(session),
         route: ctx.routing.route.as_ref().map(|r| r.path.as_str()),
         path: session.req_header().uri.path(),
         roles: ctx

@@ -140,10 +140,7 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         at: record::now_ms() - elapsed.as_millis() as i64,
         user_id: ctx.identity.as_ref().map(|i| i.subject.clone()),
         api_key_id: ctx.api_key_id.clone(),
-        client_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string()),
+        client_ip: ctx.client_ip(session).map(|a| a.to_string()),
         user_agent: header_text(session, "user-agent"),
         route: route.map(|r| r.path.clone()),
         pool: route.map(|r| r.pool.name.clone()),

@@ -3,6 +3,7 @@
 mod authn;
 mod body;
 mod capture;
+pub mod client_ip;
 pub mod ctx;
 mod limits;
 mod listfilter;
@@ -82,8 +83,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        steps::choose_peer(session, ctx).map_err(|e| refuse(ctx, e))
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        steps::choose_peer(ctx).map_err(|e| refuse(ctx, e))
     }
 
     fn fail_to_connect(

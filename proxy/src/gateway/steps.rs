@@ -61,6 +61,12 @@ pub fn admit(
     let limits = &rt.config.limits;
     session.set_read_timeout(Some(limits.client_read_timeout));
     session.set_write_timeout(Some(limits.client_write_timeout));
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.client_ip =
+        super::client_ip::resolve(peer, &session.req_header().headers, &rt.config.client_ip);
     let req = session.req_header();
     let path = req.uri.path();
     if let Some(rest) = path.strip_prefix(PROTECTED_RESOURCE) {
@@ -190,24 +196,23 @@ pub fn resume_session(session: &Session, ctx: &mut Ctx) -> Result<(), GatewayErr
     }
     let worker = route
         .pool
-        .find(&claims.worker, claims.instance)
-        .cloned()
+        .find_sealed(&claims.worker, claims.instance)
         .ok_or(GatewayError::SessionNotFound)?;
     ctx.routing.pinned = Some(worker);
     ctx.routing.claims = Some(claims);
     Ok(())
 }
 
-fn client_key(session: &Session) -> u64 {
+fn client_key(ctx: &Ctx) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        addr.ip().hash(&mut h);
+    if let Some(ip) = ctx.client_ip {
+        ip.hash(&mut h);
     }
     h.finish()
 }
 
 /// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones.
-pub fn choose_peer(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
+pub fn choose_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
     if let Some(addr) = ctx.routing.internal {
         return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
     }
@@ -217,7 +222,7 @@ pub fn choose_peer(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, Ga
         Some(w) => w.clone(),
         None => {
             let slot = pool
-                .select(client_key(session), &ctx.routing.tried)
+                .select(client_key(ctx), &ctx.routing.tried)
                 .ok_or_else(|| GatewayError::NoHealthyWorker {
                     pool: pool.name.clone(),
                 })?;
@@ -298,7 +303,7 @@ pub fn rewrite_upstream_request(
         strip(up, |n| {
             STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p)) || FORWARDING.contains(&n)
         });
-        set_forwarded(session, up)?;
+        set_forwarded(session, ctx, up)?;
         return Ok(());
     }
     let Some(route) = &ctx.routing.route else {
@@ -342,7 +347,7 @@ pub fn rewrite_upstream_request(
     ) {
         up.insert_header(rule.header.clone(), rule.format.replace("{token}", secret))?;
     }
-    set_forwarded(session, up)
+    set_forwarded(session, ctx, up)
 }
 
 fn strip(up: &mut RequestHeader, doomed: impl Fn(&str) -> bool) {
@@ -358,9 +363,9 @@ fn strip(up: &mut RequestHeader, doomed: impl Fn(&str) -> bool) {
 }
 
 /// The gateway, not the client, says where a request came from.
-fn set_forwarded(session: &Session, up: &mut RequestHeader) -> Result<()> {
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        up.insert_header("x-forwarded-for", addr.ip().to_string())?;
+fn set_forwarded(session: &Session, ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
+    if let Some(ip) = ctx.client_ip(session) {
+        up.insert_header("x-forwarded-for", ip.to_string())?;
     }
     up.insert_header("x-forwarded-proto", "http")?;
     Ok(())
@@ -473,10 +478,7 @@ pub fn audit_denial(shared: &Shared, session: &Session, ctx: &Ctx, refusal: &Gat
     let mut detail = what;
     detail["route"] = serde_json::json!(ctx.routing.route.as_ref().map(|r| r.path.clone()));
     detail["issuer"] = serde_json::json!(id.issuer);
-    let ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
+    let ip = ctx.client_ip(session).map(|a| a.to_string());
     handle
         .provider
         .audit("call_denied", Some(&id.subject), ip, detail);

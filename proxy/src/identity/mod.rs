@@ -160,6 +160,10 @@ pub struct ApiKeyIdentity {
 struct CachedKey {
     identity: ApiKeyIdentity,
     expires_at: Option<i64>,
+    /// When the lookup was made (unix seconds): a user cut-off at or after it (disable, role
+    /// change) makes the entry stale on every replica, whichever cache holds it.
+    #[serde(default)]
+    cached_at: i64,
 }
 
 /// Claims of the access tokens this service issues.
@@ -333,6 +337,13 @@ impl IdentityService {
     }
 
     /// Is an access token of `user_id` issued at `issued_at` (unix seconds) revoked?
+    /// A cached API key lookup made before its user's latest cut-off is stale.
+    fn still_valid(&self, cached: &Option<CachedKey>) -> bool {
+        cached
+            .as_ref()
+            .is_none_or(|c| !self.token_revoked(&c.identity.user_id, c.cached_at))
+    }
+
     pub fn token_revoked(&self, user_id: &str, issued_at: i64) -> bool {
         self.cutoffs
             .get(user_id)
@@ -565,7 +576,7 @@ impl IdentityService {
         }
         let hash = sha256_hex(presented.as_bytes());
         let now = store::now();
-        if let Some(cached) = self.api_keys.get(&hash) {
+        if let Some(cached) = self.api_keys.get(&hash).filter(|c| self.still_valid(c)) {
             return Ok(cached
                 .filter(|c| c.expires_at.is_none_or(|t| now < t))
                 .map(|c| c.identity));
@@ -576,7 +587,10 @@ impl IdentityService {
             .map(|b| (b.clone(), b.cache_key("apikey", &hash)));
         if let Some((bus, key)) = &shared_key {
             if let Some(bytes) = bus.cache_get(key).await {
-                if let Ok(found) = serde_json::from_slice::<Option<CachedKey>>(&bytes) {
+                let found = serde_json::from_slice::<Option<CachedKey>>(&bytes)
+                    .ok()
+                    .filter(|c| self.still_valid(c));
+                if let Some(found) = found {
                     self.api_keys.insert(hash, found.clone());
                     return Ok(found
                         .filter(|c| c.expires_at.is_none_or(|t| now < t))
@@ -599,6 +613,7 @@ impl IdentityService {
                             key_id: key.id,
                         },
                         expires_at: key.expires_at,
+                        cached_at: now,
                     })
                 }
                 _ => None,

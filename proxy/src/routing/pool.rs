@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Balance, PoolConfig};
+use crate::config::{Balance, PoolConfig, PoolSource};
 
 /// Where a worker listens now, and which process instance that is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +146,27 @@ impl Pool {
         })
     }
 
+    /// The worker a sealed session names. In a remote pool, an address this replica does not
+    /// list (yet, or any more) is still served: the seal proves a replica sharing the key
+    /// chose it, which happens while replicas roll out a new member list or re-resolve DNS at
+    /// different moments. The worker is reached directly, outside balancing; if it is gone,
+    /// the connect fails and the client is told its session is gone. Spawned workers are
+    /// never reached this way (their addresses are this replica's own).
+    pub fn find_sealed(&self, addr: &str, instance: u64) -> Option<Arc<Worker>> {
+        if let Some(w) = self.find(addr, instance) {
+            return Some(w.clone());
+        }
+        if instance != 0 || !matches!(self.config.source, PoolSource::Remote(_)) {
+            return None;
+        }
+        let sock: SocketAddr = addr.parse().ok()?;
+        Some(Arc::new(Worker::new(
+            format!("{}@{addr}", self.name),
+            Endpoint::new(sock, 0),
+            true,
+        )))
+    }
+
     /// Pick a healthy worker not in `exclude` (slots already tried for this request).
     /// `key` feeds the consistent hash.
     pub fn select(&self, key: u64, exclude: &[usize]) -> Option<usize> {
@@ -184,7 +205,7 @@ fn rendezvous(key: u64, worker: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HealthConfig, HealthKind, PoolSource};
+    use crate::config::{HealthConfig, HealthKind};
     use std::time::Duration;
 
     fn pool(balance: Balance, n: usize) -> Pool {
@@ -254,6 +275,31 @@ mod tests {
                 assert_ne!(now, 2);
             }
         }
+    }
+
+    #[test]
+    fn sealed_members_of_remote_pools_are_reached_even_when_not_listed() {
+        let p = pool(Balance::RoundRobin, 1);
+        let listed = p.find_sealed("127.0.0.1:4000", 0).unwrap();
+        assert!(Arc::ptr_eq(&listed, &p.workers[0]));
+        let other = p.find_sealed("127.0.0.1:4999", 0).unwrap();
+        assert_eq!(other.endpoint().addr_text, "127.0.0.1:4999");
+        assert_eq!(other.id, "p@127.0.0.1:4999");
+        assert!(
+            p.find_sealed("127.0.0.1:4999", 7).is_none(),
+            "spawned instance"
+        );
+        assert!(p.find_sealed("not an address", 0).is_none());
+        let mut spawned = pool(Balance::RoundRobin, 1);
+        spawned.config.source = PoolSource::Spawn(crate::config::SpawnConfig {
+            command: vec![],
+            count: 1,
+            env: vec![],
+            ready_timeout: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(1),
+        });
+        assert!(spawned.find_sealed("127.0.0.1:4999", 0).is_none());
+        assert!(spawned.find_sealed("127.0.0.1:4000", 0).is_some());
     }
 
     #[test]
