@@ -132,9 +132,7 @@ impl RedisConnector {
                     let node = &nodes[(start + i) % nodes.len()];
                     let client = redis::Client::open(node.as_str());
                     let attempt = match client {
-                        Ok(c) => {
-                            tokio::time::timeout(CONNECT_TIMEOUT, c.get_async_pubsub()).await
-                        }
+                        Ok(c) => tokio::time::timeout(CONNECT_TIMEOUT, c.get_async_pubsub()).await,
                         Err(e) => Ok(Err(e)),
                     };
                     match attempt {
@@ -146,7 +144,9 @@ impl RedisConnector {
                         Err(_) => tracing::debug!(node = %node, "redis pub/sub: connect timed out"),
                     }
                 }
-                Err(last.map(RedisConnError::Redis).unwrap_or(RedisConnError::NoNode))
+                Err(last
+                    .map(RedisConnError::Redis)
+                    .unwrap_or(RedisConnError::NoNode))
             }
         }
     }
@@ -252,7 +252,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 5);
-        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

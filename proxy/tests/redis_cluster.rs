@@ -53,7 +53,11 @@ async fn init_status(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]
 async fn wait_redis_up(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if gw.metrics().await.contains("mcp_gateway_ratelimit_redis_down 0") {
+        if gw
+            .metrics()
+            .await
+            .contains("mcp_gateway_ratelimit_redis_down 0")
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -82,8 +86,7 @@ fn keys_on_nodes(cluster: &RedisServers, pattern: &str) -> Vec<usize> {
 async fn a_shared_limit_is_exact_across_two_gateways_on_a_cluster() {
     let cluster = RedisServers::cluster();
     let prefix = unique_name("rlc");
-    // One policy per subject kind spreads keys over the slots: the address (one key) and
-    // the address and tool … here simply the address, plus the built-in login limit.
+    // One policy keyed by address: every request of this test counts against one key.
     let extra = format!(
         "{}rate_limits:\n  defaults: false\n  # Sharing is under test, not slowness.\n  redis_timeout: 500ms\n  policies:\n    shared: {{ key: [ip], rate: 20/h, backend: redis, on_redis_error: deny }}\n",
         redis_section(&cluster, &prefix)
@@ -242,7 +245,10 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
         .json()
         .await
         .unwrap_or_default();
-    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap_or_default());
+    let bearer = format!(
+        "Bearer {}",
+        login["access_token"].as_str().unwrap_or_default()
+    );
     let created: Value = http
         .post(format!("{base_a}/auth/api-keys"))
         .header("authorization", &bearer)
@@ -256,8 +262,14 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
     let key = created["key"].as_str().unwrap_or_default().to_string();
     let id = created["id"].as_str().unwrap_or_default().to_string();
     // B accepts the key (and caches the lookup, in memory and in the cluster).
-    assert_eq!(init_status(&http, &b.url(), &[("x-api-key", &key)]).await, 200);
-    assert_eq!(init_status(&http, &b.url(), &[("x-api-key", &key)]).await, 200);
+    assert_eq!(
+        init_status(&http, &b.url(), &[("x-api-key", &key)]).await,
+        200
+    );
+    assert_eq!(
+        init_status(&http, &b.url(), &[("x-api-key", &key)]).await,
+        200
+    );
     let cached = keys_on_nodes(&cluster, &format!("{prefix}:apikey:*"));
     assert_eq!(cached.iter().sum::<usize>(), 1, "shared entry: {cached:?}");
     // Both subscribers are listening before the revocation is published.
@@ -277,7 +289,10 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.status().is_success());
-    assert_eq!(init_status(&http, &a.url(), &[("x-api-key", &key)]).await, 401);
+    assert_eq!(
+        init_status(&http, &a.url(), &[("x-api-key", &key)]).await,
+        401
+    );
     let start = Instant::now();
     let mut refused = false;
     while start.elapsed() < Duration::from_secs(1) {

@@ -101,7 +101,11 @@ async fn a_limit_on_a_sentinel_master_stays_exact_across_a_failover() {
         gw.log_text()
     );
     assert_eq!(refused_after_limit, 5, "the limit holds after the failover");
-    assert_eq!(limit_keys(replica, &prefix), 1, "the new master holds the limit");
+    assert_eq!(
+        limit_keys(replica, &prefix),
+        1,
+        "the new master holds the limit"
+    );
     assert!(
         gw.metrics()
             .await

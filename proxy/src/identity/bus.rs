@@ -4,6 +4,8 @@
 //! when revoked or changed. Reads give up after 50 ms and fall back to the database. The subscriber reconnects by itself after a Redis outage; while
 //! Redis is down, revocations apply on the replica that made them and reach the others
 //! through their cache lifetimes (30 s) and the database.
+//! Redis is reached through `crate::redis_conn` (one server, Sentinel or Cluster); in a
+//! Cluster the subscriber listens on one node, as PUBLISH reaches every node.
 
 use std::sync::Arc;
 use std::time::Duration;

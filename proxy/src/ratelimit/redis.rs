@@ -146,7 +146,10 @@ impl RedisLimits {
 
     /// Make the connection checks use (again).
     pub async fn connect(&self) -> Result<(), String> {
-        let c = tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(self.response_timeout()))
+        let c = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.connector.connect(self.response_timeout()),
+        )
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;

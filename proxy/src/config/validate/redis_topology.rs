@@ -87,7 +87,8 @@ impl Validator<'_> {
     }
 
     fn redis_url(&mut self, url: &Spanned<String>, path: &str) -> bool {
-        let ok = url.value.starts_with("redis://") && redis::Client::open(url.value.as_str()).is_ok();
+        let ok =
+            url.value.starts_with("redis://") && redis::Client::open(url.value.as_str()).is_ok();
         if !ok {
             self.err(&url.referenced, path, "expected redis://host:port");
         }
@@ -145,7 +146,10 @@ mod tests {
         let e = errors("  prefix: gw\n");
         assert!(e.contains("t.yaml:7:"), "{e}");
         assert!(e.contains("redis"), "{e}");
-        assert!(e.contains("expected one of url, sentinel or cluster"), "{e}");
+        assert!(
+            e.contains("expected one of url, sentinel or cluster"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -155,9 +159,15 @@ mod tests {
         );
         assert!(e.contains("t.yaml:9:"), "{e}");
         assert!(e.contains("redis.cluster"), "{e}");
-        assert!(e.contains("give only one of url, sentinel or cluster"), "{e}");
+        assert!(
+            e.contains("give only one of url, sentinel or cluster"),
+            "{e}"
+        );
         let e = errors("  url: redis://127.0.0.1:6379\n  sentinel: { master: m, nodes: [\"redis://h:26379\"] }\n  cluster: { nodes: [\"redis://h:7000\"] }\n");
-        assert!(e.contains("redis.sentinel") && e.contains("redis.cluster"), "{e}");
+        assert!(
+            e.contains("redis.sentinel") && e.contains("redis.cluster"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -165,7 +175,9 @@ mod tests {
         let e = errors("  url: http://127.0.0.1:6379\n");
         assert!(e.contains("t.yaml:8:"), "{e}");
         assert!(e.contains("redis.url"), "{e}");
-        let e = errors("  cluster:\n    nodes:\n      - redis://127.0.0.1:7000\n      - 127.0.0.1:7001\n");
+        let e = errors(
+            "  cluster:\n    nodes:\n      - redis://127.0.0.1:7000\n      - 127.0.0.1:7001\n",
+        );
         assert!(e.contains("t.yaml:11:"), "{e}");
         assert!(e.contains("redis.cluster.nodes[1]"), "{e}");
         let e = errors("  cluster: { nodes: [] }\n");
