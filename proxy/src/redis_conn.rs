@@ -252,6 +252,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 5);
+        // A command error (here BUSYGROUP) leaves the connection usable.
+        let stream = format!("{key}:s");
+        let mut group = redis::cmd("XGROUP");
+        group
+            .arg("CREATE")
+            .arg(&stream)
+            .arg("g")
+            .arg("0")
+            .arg("MKSTREAM");
+        let _: () = group.query_async(&mut conn).await.unwrap();
+        let busy = group.query_async::<()>(&mut conn).await.unwrap_err();
+        assert_eq!(busy.code(), Some("BUSYGROUP"));
+        assert!(!must_reconnect(&busy));
+        let _: () = redis::cmd("DEL")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let _: () = redis::cmd("DEL")
             .arg(&key)
             .query_async(&mut conn)
@@ -272,8 +290,50 @@ mod tests {
         assert!(r.is_err());
     }
 
+    /// A Cluster subscriber skips a node it cannot reach and listens on the next one (any
+    /// server answers SUBSCRIBE; the one at 6379 stands in for a live cluster node here).
+    #[tokio::test]
+    async fn a_cluster_subscriber_moves_past_a_dead_node() {
+        let c = RedisConnector::new(&cfg(RedisTopology::Cluster {
+            nodes: vec![
+                "redis://127.0.0.1:1".into(),
+                "redis://127.0.0.1:6379".into(),
+            ],
+        }))
+        .unwrap();
+        // Each call starts one node further: both orders must end on the live node.
+        for _ in 0..2 {
+            let mut sub = c
+                .subscriber()
+                .await
+                .expect("Redis at 127.0.0.1:6379 (scripts/services starts it)");
+            let channel = format!("redis-conn-test-{}", uuid::Uuid::new_v4().simple());
+            sub.subscribe(&channel).await.unwrap();
+            let mut publisher = redis::Client::open("redis://127.0.0.1:6379")
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg("hello")
+                .query_async(&mut publisher)
+                .await
+                .unwrap();
+            let mut stream = sub.on_message();
+            let msg = tokio::time::timeout(
+                Duration::from_secs(5),
+                futures::StreamExt::next(&mut stream),
+            )
+            .await
+            .expect("message within 5 s")
+            .expect("stream open");
+            assert_eq!(msg.get_payload_bytes(), b"hello");
+        }
+    }
+
     #[test]
-    fn readonly_replies_mean_reconnect_and_command_errors_do_not() {
+    fn readonly_replies_and_broken_connections_mean_reconnect() {
         let readonly = RedisError::from((
             ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
             "READONLY",
