@@ -150,7 +150,7 @@ pub async fn start(
     }));
     svc.attach_audit_sink(Arc::new(LogShipAudit(shared.logship.clone())));
     if let Some(r) = redis {
-        let bus = Arc::new(RedisBus::new(&r.url, &r.prefix)?);
+        let bus = Arc::new(RedisBus::new(r)?);
         svc.attach_bus(bus.clone());
         tokio::spawn(bus.run_subscriber(svc.clone()));
     }

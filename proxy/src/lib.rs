@@ -11,6 +11,7 @@ pub mod logship;
 pub mod mcp;
 pub mod policy;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod reload;
 pub mod routing;
 pub mod runtime;

@@ -139,8 +139,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
     let ratelimit_redis = match &config.redis {
         Some(r) => Some(Arc::new(
             RedisLimits::new(
-                &r.url,
-                &r.prefix,
+                r,
                 config.rate_limits.redis_timeout,
                 metrics.ratelimit_redis_errors.clone(),
                 metrics.ratelimit_redis_down.clone(),

@@ -138,13 +138,35 @@ pub struct ClientIpFile {
     pub header: Option<Spanned<String>>,
 }
 
+/// Exactly one of `url` (one server), `sentinel` or `cluster` says how Redis is reached.
 #[derive(Debug, Deserialize)]
 pub struct RedisFile {
-    /// `redis://127.0.0.1:6379` (`rediss://` for TLS is not built in yet).
-    pub url: String,
+    /// One server: `redis://127.0.0.1:6379` (`rediss://` for TLS is not built in yet).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// A master found through Redis Sentinel (re-discovered after a failover).
+    #[serde(default)]
+    pub sentinel: Option<RedisSentinelFile>,
+    /// A Redis Cluster, reached through any of its nodes.
+    #[serde(default)]
+    pub cluster: Option<RedisClusterFile>,
     /// Prefix of every key and channel, so several gateways can share one Redis.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedisSentinelFile {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+    pub master: Spanned<String>,
+    /// Sentinels: `redis://host:26379`, at least one.
+    pub nodes: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedisClusterFile {
+    /// Seed nodes: `redis://host:7000`, at least one; the others are discovered.
+    pub nodes: Vec<Spanned<String>>,
 }
 
 fn default_redis_prefix() -> String {

@@ -68,8 +68,19 @@ pub struct DatabaseConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    pub url: String,
+    pub topology: RedisTopology,
     pub prefix: String,
+}
+
+/// How Redis is reached (docs/configuration.md, "redis").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server.
+    Standalone { url: String },
+    /// The master `master`, as the sentinels at `nodes` name it.
+    Sentinel { master: String, nodes: Vec<String> },
+    /// A Redis Cluster with these seed nodes.
+    Cluster { nodes: Vec<String> },
 }
 
 /// The request log pipeline; see docs/logging.md.

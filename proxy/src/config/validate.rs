@@ -15,6 +15,7 @@ use super::model::*;
 use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
+mod redis_topology;
 mod stdio_pool;
 
 pub fn parse_and_validate(text: &str, name: &str) -> Result<GatewayConfig, ConfigErrors> {
@@ -432,21 +433,9 @@ impl Validator<'_> {
                 "needs database (users, keys and tokens are stored)",
             );
         }
-        let redis = f.redis.as_ref().map(|r| RedisConfig {
-            url: r.url.clone(),
-            prefix: r.prefix.clone(),
-        });
-        if let Some(r) = &redis {
-            if !r.url.starts_with("redis://") && !r.url.starts_with("unix://") {
-                self.err(
-                    &Location::UNKNOWN,
-                    "redis.url",
-                    "expected redis://host:port",
-                );
-            }
-        }
+        let redis = f.redis.as_ref().and_then(|r| self.redis(r));
         let route_paths: Vec<&str> = f.routes.iter().map(|r| r.path.value.as_str()).collect();
-        let rate_limits = self.rate_limits(f.rate_limits.as_ref(), redis.is_some(), &route_paths);
+        let rate_limits = self.rate_limits(f.rate_limits.as_ref(), f.redis.is_some(), &route_paths);
         let logging = self.logging(f.logging.as_ref());
         Some(GatewayConfig {
             rate_limits,

@@ -4,6 +4,8 @@
 //! when revoked or changed. Reads give up after 50 ms and fall back to the database. The subscriber reconnects by itself after a Redis outage; while
 //! Redis is down, revocations apply on the replica that made them and reach the others
 //! through their cache lifetimes (30 s) and the database.
+//! Redis is reached through `crate::redis_conn` (one server, Sentinel or Cluster); in a
+//! Cluster the subscriber listens on one node, as PUBLISH reaches every node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +16,13 @@ use tokio::sync::Mutex;
 
 use super::revocation::Invalidation;
 use super::IdentityService;
+use crate::config::RedisConfig;
+use crate::redis_conn::{RedisConnection, RedisConnector};
 
 pub struct RedisBus {
-    client: redis::Client,
+    connector: RedisConnector,
     channel: String,
-    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    conn: Mutex<Option<RedisConnection>>,
 }
 
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -26,22 +30,22 @@ const OP_TIMEOUT: Duration = Duration::from_millis(500);
 const CACHE_TIMEOUT: Duration = Duration::from_millis(50);
 
 impl RedisBus {
-    pub fn new(url: &str, prefix: &str) -> Result<RedisBus, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+    pub fn new(cfg: &RedisConfig) -> Result<RedisBus, String> {
+        let connector = RedisConnector::new(cfg).map_err(|e| e.to_string())?;
         Ok(RedisBus {
-            client,
-            channel: format!("{prefix}:invalidate"),
+            connector,
+            channel: format!("{}:invalidate", cfg.prefix),
             conn: Mutex::new(None),
         })
     }
 
     /// A shared connection (multiplexed, cheap to clone), made on first use.
-    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    async fn conn(&self) -> Result<RedisConnection, String> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+        let c = tokio::time::timeout(OP_TIMEOUT, self.connector.connect(OP_TIMEOUT))
             .await
             .map_err(|_| "redis connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -56,7 +60,7 @@ impl RedisBus {
     /// Run one command with a time limit; a failure drops the connection for a fresh one.
     async fn run<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, String>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
@@ -140,7 +144,7 @@ impl RedisBus {
     pub async fn run_subscriber(self: Arc<Self>, svc: Arc<IdentityService>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.client.get_async_pubsub().await {
+            match self.connector.subscriber().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&self.channel).await {
                     Ok(()) => {
                         tracing::info!(channel = %self.channel, "listening for revocations");

@@ -323,14 +323,14 @@ pub fn start(
         return;
     };
     let sink = match (redis, database) {
-        (Some(r), _) => match stream::Conn::new(&r.url) {
+        (Some(r), _) => match stream::Conn::new(r) {
             Ok(conn) => Sink::Redis {
                 conn: Box::new(conn),
                 key: stream::stream_key(&r.prefix, &cfg.stream),
                 maxlen: cfg.stream_maxlen,
             },
             Err(e) => {
-                tracing::error!(error = %e, "log shipping: bad Redis URL; records go to the tracing log");
+                tracing::error!(error = %e, "log shipping: bad Redis configuration; records go to the tracing log");
                 Sink::Trace
             }
         },
@@ -375,7 +375,7 @@ pub fn start(
     ));
     if let (Some(r), Some(d), true) = (redis, database, cfg.ship) {
         tokio::spawn(run_shipper(
-            r.url.clone(),
+            r.clone(),
             stream::stream_key(&r.prefix, &cfg.stream),
             cfg.claim_idle,
             db::LogDb::new(&d.url, d.migrate),
@@ -461,13 +461,13 @@ pub const GROUP: &str = "shippers";
 /// entries a dead consumer left pending for `claim_idle`, then new ones. Acknowledged only
 /// after the database committed them.
 async fn run_shipper(
-    url: String,
+    redis: RedisConfig,
     key: String,
     claim_idle: Duration,
     mut db: db::LogDb,
     metrics: Arc<Metrics>,
 ) {
-    let mut conn = match stream::Conn::new(&url) {
+    let mut conn = match stream::Conn::new(&redis) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "log shipper not started");

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::Value;
+
+use crate::config::RedisConfig;
+use crate::redis_conn::{must_reconnect, RedisConnection, RedisConnector};
 
 /// Longest wait for a connection or a command (a blocking read adds its block time).
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,23 +24,24 @@ pub fn stream_key(prefix: &str, stream: &str) -> String {
 
 /// One connection, made on first use and dropped after any error.
 pub struct Conn {
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    connector: RedisConnector,
+    conn: Option<RedisConnection>,
 }
 
 impl Conn {
-    pub fn new(url: &str) -> Result<Conn, String> {
+    pub fn new(cfg: &RedisConfig) -> Result<Conn, String> {
         Ok(Conn {
-            client: redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?,
+            connector: RedisConnector::new(cfg).map_err(|e| e.to_string())?,
             conn: None,
         })
     }
 
-    async fn get(&mut self) -> Result<MultiplexedConnection, String> {
+    async fn get(&mut self) -> Result<RedisConnection, String> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+        // Replies may take a blocking read's block time on top of the usual limit.
+        let c = tokio::time::timeout(OP_TIMEOUT, self.connector.connect(OP_TIMEOUT + BLOCK))
             .await
             .map_err(|_| "redis connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -52,8 +55,9 @@ impl Conn {
         match tokio::time::timeout(OP_TIMEOUT + extra, cmd.query_async::<Value>(&mut c)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                // A server reply error (NOGROUP, BUSYGROUP) leaves the connection usable.
-                if e.code().is_none() || e.is_unrecoverable_error() {
+                // A server reply error (NOGROUP, BUSYGROUP) leaves the connection usable;
+                // READONLY (a demoted master after a failover) does not.
+                if must_reconnect(&e) {
                     self.conn = None;
                 }
                 Err(e.to_string())

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use prometheus::{IntCounter, IntGauge};
-use redis::aio::MultiplexedConnection;
+
+use crate::config::RedisConfig;
+use crate::redis_conn::{RedisConnection, RedisConnector};
 
 /// GCRA: the key holds the theoretical arrival time (TAT, µs). A request is allowed when
 /// the new TAT is at most `burst × interval` ahead of now. Returns
@@ -57,6 +59,8 @@ return {1, n + 1}
 const CIRCUIT: Duration = Duration::from_millis(500);
 const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The client's own reply limit; checks have their shorter `redis_timeout` on top.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why a Redis check gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +81,13 @@ pub struct GcraAnswer {
 }
 
 pub struct RedisLimits {
-    client: redis::Client,
+    connector: RedisConnector,
     prefix: String,
     timeout: Duration,
-    conn: ArcSwapOption<MultiplexedConnection>,
+    conn: ArcSwapOption<RedisConnection>,
     /// A second connection made from the proxy's own runtime, so a check does not hop to
     /// the control-plane thread (where `conn`'s driver task runs) and back.
-    proxy_conn: ArcSwapOption<MultiplexedConnection>,
+    proxy_conn: ArcSwapOption<RedisConnection>,
     proxy_connecting: AtomicBool,
     /// Checks skip Redis until this instant (ms since `epoch`).
     open_until_ms: AtomicU64,
@@ -97,17 +101,16 @@ pub struct RedisLimits {
 
 impl RedisLimits {
     pub fn new(
-        url: &str,
-        prefix: &str,
+        cfg: &RedisConfig,
         timeout: Duration,
         errors: IntCounter,
         down_gauge: IntGauge,
     ) -> Result<RedisLimits, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+        let connector = RedisConnector::new(cfg).map_err(|e| e.to_string())?;
         down_gauge.set(1);
         Ok(RedisLimits {
-            client,
-            prefix: prefix.to_string(),
+            connector,
+            prefix: cfg.prefix.clone(),
             timeout,
             conn: ArcSwapOption::empty(),
             proxy_conn: ArcSwapOption::empty(),
@@ -122,7 +125,9 @@ impl RedisLimits {
         })
     }
 
-    /// A Cluster-safe key: the whole limit key is one hash tag, so it lives on one slot.
+    /// A limit's key. Every script and command here names exactly one key (the GCRA
+    /// script, the slot script, ZREM), so in a Redis Cluster each runs on the node of that
+    /// key's slot; the subject is the hash tag, so limits spread over the cluster.
     pub fn key(&self, kind: &str, key: &str) -> String {
         format!("{}:rl:{kind}:{{{key}}}", self.prefix)
     }
@@ -143,7 +148,7 @@ impl RedisLimits {
     pub async fn connect(&self) -> Result<(), String> {
         let c = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
+            self.connector.connect(self.response_timeout()),
         )
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -155,6 +160,10 @@ impl RedisLimits {
         }
         self.down_gauge.set(0);
         Ok(())
+    }
+
+    fn response_timeout(&self) -> Duration {
+        self.timeout.max(RESPONSE_TIMEOUT)
     }
 
     fn now_ms(&self) -> u64 {
@@ -221,7 +230,7 @@ impl RedisLimits {
             rt.spawn(async move {
                 if let Ok(Ok(c)) = tokio::time::timeout(
                     CONNECT_TIMEOUT,
-                    me.client.get_multiplexed_async_connection(),
+                    me.connector.connect(me.response_timeout()),
                 )
                 .await
                 {
@@ -301,7 +310,11 @@ mod tests {
     fn limits(url: &str) -> RedisLimits {
         let errors = IntCounter::new("e", "e").unwrap();
         let down = IntGauge::new("d", "d").unwrap();
-        RedisLimits::new(url, "rl-test", Duration::from_millis(200), errors, down).unwrap()
+        let cfg = RedisConfig {
+            topology: crate::config::RedisTopology::Standalone { url: url.into() },
+            prefix: "rl-test".into(),
+        };
+        RedisLimits::new(&cfg, Duration::from_millis(200), errors, down).unwrap()
     }
 
     fn unique(name: &str) -> String {

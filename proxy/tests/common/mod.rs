@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod redis_servers;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
