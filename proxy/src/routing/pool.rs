@@ -202,6 +202,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: None,
             idle_timeout: Duration::from_secs(1),
+            discovery: None,
         };
         let workers = (0..n)
             .map(|i| {
