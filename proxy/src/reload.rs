@@ -201,13 +201,7 @@ impl Manager {
             .next_discovery
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (stop, mut stop_rx) = watch::channel(false);
-        let run = discovery::run(
-            pool.name.clone(),
-            id,
-            cfg,
-            tx,
-            self.shared.metrics.clone(),
-        );
+        let run = discovery::run(pool.name.clone(), id, cfg, tx, self.shared.metrics.clone());
         let handle = tokio::spawn(async move {
             tokio::select! {
                 _ = run => {}
@@ -423,7 +417,11 @@ impl Manager {
                     || (is_remote(o) && is_remote(pool))
             });
             if let Some(o) = old_pool.filter(|o| is_remote(o)) {
-                for w in o.workers.iter().filter(|w| !pool.workers.iter().any(|n| Arc::ptr_eq(w, n))) {
+                for w in o
+                    .workers
+                    .iter()
+                    .filter(|w| !pool.workers.iter().any(|n| Arc::ptr_eq(w, n)))
+                {
                     tracing::info!(pool = %name, worker = %w.id, inflight = w.inflight(), "remote worker left the pool; requests in flight finish");
                 }
             }

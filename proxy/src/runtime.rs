@@ -371,7 +371,11 @@ pub fn reconciled_workers(old: &Pool, new: &crate::config::PoolConfig) -> Option
 
 /// A remote worker's id: `<pool>-<position>`, or `<pool>-<address>` in a pool with DNS
 /// discovery, where members come and go and an id must keep naming the same address.
-fn remote_worker_id(pc: &crate::config::PoolConfig, i: usize, addr: std::net::SocketAddr) -> String {
+fn remote_worker_id(
+    pc: &crate::config::PoolConfig,
+    i: usize,
+    addr: std::net::SocketAddr,
+) -> String {
     if pc.discovery.is_some() {
         format!("{}-{addr}", pc.name)
     } else {
@@ -408,7 +412,10 @@ mod tests {
         let only_y = with_members(&two, &[y]);
         let p = &only_y.pools["p"];
         assert_eq!(p.workers.len(), 1);
-        assert!(Arc::ptr_eq(&p.workers[0], &two.pools["p"].workers[1]), "y kept");
+        assert!(
+            Arc::ptr_eq(&p.workers[0], &two.pools["p"].workers[1]),
+            "y kept"
+        );
         assert!(p.find("10.0.0.1:80", 0).is_none(), "x left");
     }
 }

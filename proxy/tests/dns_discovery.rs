@@ -59,7 +59,11 @@ impl Dns {
     }
 
     fn set_a(&self, name: &str, ips: &[Ipv4Addr]) {
-        self.zone.lock().unwrap().a.insert(name.into(), ips.to_vec());
+        self.zone
+            .lock()
+            .unwrap()
+            .a
+            .insert(name.into(), ips.to_vec());
     }
 
     fn set_srv(&self, name: &str, targets: &[(u16, &str)]) {
@@ -129,7 +133,9 @@ fn start_worker(listen: &str, id: &str) -> (Child, SocketAddr) {
         .unwrap();
     let mut line = String::new();
     let stdout = child.stdout.take().unwrap();
-    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -358,7 +364,11 @@ async fn a_records_are_followed_and_a_leaving_worker_drains() {
         "the long call should still be running when wb leaves (raise n if this machine is slow)"
     );
     let seen = workers_seen(&http, &url, 6).await;
-    assert_eq!(seen, HashSet::from(["wa".to_string()]), "no new session on wb");
+    assert_eq!(
+        seen,
+        HashSet::from(["wa".to_string()]),
+        "no new session on wb"
+    );
     let (status, v) = slow.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(result_text(&v.unwrap()), "counted to 60");
@@ -369,9 +379,12 @@ async fn a_records_are_followed_and_a_leaving_worker_drains() {
     // DNS fails: the last members stay and keep serving.
     let errors_before = metric(&gw, "mcp_gateway_discovery_errors_total").await;
     dns.set_servfail(true);
-    wait_for("resolution errors", &gw, Duration::from_secs(20), async || {
-        metric(&gw, "mcp_gateway_discovery_errors_total").await >= errors_before + 2.0
-    })
+    wait_for(
+        "resolution errors",
+        &gw,
+        Duration::from_secs(20),
+        async || metric(&gw, "mcp_gateway_discovery_errors_total").await >= errors_before + 2.0,
+    )
     .await;
     assert_eq!(metric(&gw, "mcp_gateway_discovery_members").await, 1.0);
     let seen = workers_seen(&http, &url, 3).await;
@@ -395,9 +408,12 @@ async fn a_pool_starts_empty_then_follows_srv_target_and_port() {
     let url = gw.url();
 
     // The name does not resolve: the pool is empty, requests get "no healthy worker".
-    wait_for("a resolution error", &gw, Duration::from_secs(20), async || {
-        metric(&gw, "mcp_gateway_discovery_errors_total").await >= 1.0
-    })
+    wait_for(
+        "a resolution error",
+        &gw,
+        Duration::from_secs(20),
+        async || metric(&gw, "mcp_gateway_discovery_errors_total").await >= 1.0,
+    )
     .await;
     assert_eq!(session_worker(&http, &url).await.unwrap_err(), 503);
     assert!(gw
@@ -422,4 +438,25 @@ async fn a_pool_starts_empty_then_follows_srv_target_and_port() {
         r.contains(&format!("worker=\"tools-{c_addr}\"")),
         "the worker is named by its address: {r}"
     );
+
+    // A reload of the file (names unchanged) keeps the discovered worker: no member leaves,
+    // and its session goes on.
+    let (sid, _) = session_worker(&http, &url).await.unwrap();
+    let path = gw.log.with_file_name("gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, format!("{text}# touched\n")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_for("the reload", &gw, Duration::from_secs(20), async || {
+        gw.log_text().contains("configuration reloaded")
+    })
+    .await;
+    assert!(
+        !gw.log_text().contains("remote worker left the pool"),
+        "a reload must not drop discovered members; log:\n{}",
+        gw.log_text()
+    );
+    let (status, v) = raw_call(&http, &url, &sid, 9, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(status, 200);
+    assert_eq!(result_text(&v.unwrap()), "5");
 }

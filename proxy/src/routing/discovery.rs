@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::metrics::Metrics;
+use crate::config::{DiscoveryConfig, DnsTarget};
+use crate::reload::{ControlMsg, ControlSender};
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
-use crate::admin::metrics::Metrics;
-use crate::config::{DiscoveryConfig, DnsTarget};
-use crate::reload::{ControlMsg, ControlSender};
 
 /// Longest wait for one DNS answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,8 +164,12 @@ pub async fn run(
                 Err(e) => {
                     errors.inc();
                     match &known[i] {
-                        Some(last) => tracing::warn!(pool = %pool, error = %e, kept = ?last, "DNS discovery failed; keeping the last known addresses"),
-                        None => tracing::warn!(pool = %pool, error = %e, "DNS discovery failed; no addresses known for this name yet"),
+                        Some(last) => {
+                            tracing::warn!(pool = %pool, error = %e, kept = ?last, "DNS discovery failed; keeping the last known addresses")
+                        }
+                        None => {
+                            tracing::warn!(pool = %pool, error = %e, "DNS discovery failed; no addresses known for this name yet")
+                        }
                     }
                 }
             }

@@ -56,10 +56,11 @@ impl Validator<'_> {
         }
         let resolver = d.resolver.as_ref().and_then(|r| {
             let text = r.value.trim();
-            let parsed = text
-                .parse::<SocketAddr>()
-                .ok()
-                .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+            let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+                text.parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
             if parsed.is_none() {
                 self.err(
                     &r.referenced,
@@ -83,7 +84,10 @@ impl Validator<'_> {
                 self.err(
                     &s.referenced,
                     format!("{at}.srv"),
-                    format!("give either name (with port) or srv, not both (name is {:?})", n.value),
+                    format!(
+                        "give either name (with port) or srv, not both (name is {:?})",
+                        n.value
+                    ),
                 );
                 None
             }
