@@ -423,6 +423,9 @@ impl Manager {
                     .filter(|w| !pool.workers.iter().any(|n| Arc::ptr_eq(w, n)))
                 {
                     tracing::info!(pool = %name, worker = %w.id, inflight = w.inflight(), "remote worker left the pool; requests in flight finish");
+                    if !pool.workers.iter().any(|n| n.id == w.id) {
+                        self.shared.metrics.forget_worker(name, &w.id);
+                    }
                 }
             }
             match self.pools.remove(name) {

@@ -369,6 +369,13 @@ async fn a_records_are_followed_and_a_leaving_worker_drains() {
         HashSet::from(["wa".to_string()]),
         "no new session on wb"
     );
+    // wb's per-worker series are gone from /metrics with it.
+    let text = gw.metrics().await;
+    let wb_addr = format!("127.0.0.3:{}", a_addr.port());
+    assert!(
+        !text.contains(&format!("worker=\"tools-{wb_addr}\"")),
+        "series of a worker that left: {text}"
+    );
     let (status, v) = slow.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(result_text(&v.unwrap()), "counted to 60");

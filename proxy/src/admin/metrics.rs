@@ -366,6 +366,13 @@ impl Metrics {
         })
     }
 
+    /// Drop the per-worker series of a worker that left its pool (DNS discovery churns
+    /// addresses: their series would otherwise stay, frozen, forever).
+    pub fn forget_worker(&self, pool: &str, worker: &str) {
+        let _ = self.worker_healthy.remove_label_values(&[pool, worker]);
+        let _ = self.worker_inflight.remove_label_values(&[pool, worker]);
+    }
+
     /// The Prometheus text format, with worker gauges refreshed from `pools`.
     pub fn render<'a>(&self, pools: impl Iterator<Item = &'a Pool>) -> String {
         for pool in pools {
