@@ -2,29 +2,31 @@
 //! UDP port and its answers change while the test runs; real `mcp-worker tools` processes
 //! listen on the addresses it names. The gateway follows A records (workers join and leave,
 //! an in-flight call on a leaving worker finishes, its sealed sessions end), keeps the last
-//! members when resolution fails, starts a pool empty when a name does not resolve, and
-//! takes target and port from SRV records.
+//! members when resolution fails, starts a pool empty when a name does not resolve, takes
+//! target and port from SRV records, follows AAAA records, and keeps discovered members
+//! across a reload of the file.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::json;
 use tokio::net::UdpSocket;
 
-/// What the test DNS server answers: A records and SRV records by name (lower case, no
+/// What the test DNS server answers: A, AAAA and SRV records by name (lower case, no
 /// trailing dot), or SERVFAIL for everything.
 #[derive(Default)]
 struct Zone {
     a: HashMap<String, Vec<Ipv4Addr>>,
+    aaaa: HashMap<String, Vec<Ipv6Addr>>,
     srv: HashMap<String, Vec<(u16, String)>>,
     servfail: bool,
 }
@@ -66,6 +68,14 @@ impl Dns {
             .insert(name.into(), ips.to_vec());
     }
 
+    fn set_aaaa(&self, name: &str, ips: &[Ipv6Addr]) {
+        self.zone
+            .lock()
+            .unwrap()
+            .aaaa
+            .insert(name.into(), ips.to_vec());
+    }
+
     fn set_srv(&self, name: &str, targets: &[(u16, &str)]) {
         self.zone.lock().unwrap().srv.insert(
             name.into(),
@@ -94,7 +104,8 @@ fn answer(query: &Message, zone: &Zone) -> Message {
     }
     let name = q.name().to_ascii().to_lowercase();
     let key = name.trim_end_matches('.');
-    let known = zone.a.contains_key(key) || zone.srv.contains_key(key);
+    let known =
+        zone.a.contains_key(key) || zone.aaaa.contains_key(key) || zone.srv.contains_key(key);
     if !known {
         out.metadata.response_code = ResponseCode::NXDomain;
         return out;
@@ -103,6 +114,15 @@ fn answer(query: &Message, zone: &Zone) -> Message {
         RecordType::A => {
             for ip in zone.a.get(key).into_iter().flatten() {
                 out.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(*ip))));
+            }
+        }
+        RecordType::AAAA => {
+            for ip in zone.aaaa.get(key).into_iter().flatten() {
+                out.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    1,
+                    RData::AAAA(AAAA(*ip)),
+                ));
             }
         }
         RecordType::SRV => {
@@ -115,7 +135,7 @@ fn answer(query: &Message, zone: &Zone) -> Message {
                 ));
             }
         }
-        // AAAA and the rest: the name exists, with no records of that type.
+        // The rest: the name exists, with no records of that type.
         _ => {}
     }
     out
@@ -400,21 +420,23 @@ async fn a_records_are_followed_and_a_leaving_worker_drains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pool_starts_empty_then_follows_srv_target_and_port() {
+async fn a_pool_starts_empty_then_follows_srv_and_aaaa_records() {
     let dns = Dns::start().await;
     let (wc, c_addr) = start_worker("127.0.0.4:0", "wc");
-    let _workers = Workers(vec![wc]);
+    let (wd, d_addr) = start_worker("[::1]:0", "wd");
+    let _workers = Workers(vec![wc, wd]);
 
     let (port, admin) = (free_port(), free_port());
     let discover = format!(
-        "      dns: [ {{ srv: _mcp._tcp.workers.test }} ]\n      refresh: 1s\n      resolver: \"{}\"",
+        "      dns: [ {{ srv: _mcp._tcp.workers.test }}, {{ name: v6.test, port: {} }} ]\n      refresh: 1s\n      resolver: \"{}\"",
+        d_addr.port(),
         dns.addr
     );
     let gw = start_gateway(&config(port, admin, &discover), port, admin).await;
     let http = reqwest::Client::new();
     let url = gw.url();
 
-    // The name does not resolve: the pool is empty, requests get "no healthy worker".
+    // The names do not resolve: the pool is empty, requests get "no healthy worker".
     wait_for(
         "a resolution error",
         &gw,
@@ -427,12 +449,17 @@ async fn a_pool_starts_empty_then_follows_srv_target_and_port() {
         .log_text()
         .contains("no addresses known for this name yet"));
 
-    // The SRV record appears: its target's address with the record's port.
+    // The records appear: the SRV target's address with the record's port, and the AAAA
+    // address with the configured port.
     dns.set_a("wc.test", &[Ipv4Addr::new(127, 0, 0, 4)]);
     dns.set_srv("_mcp._tcp.workers.test", &[(c_addr.port(), "wc.test")]);
-    gw.wait_ready(Duration::from_secs(20)).await;
-    let (_, w) = session_worker(&http, &url).await.unwrap();
-    assert_eq!(w, "wc");
+    dns.set_aaaa("v6.test", &[Ipv6Addr::LOCALHOST]);
+    wait_for("both workers", &gw, Duration::from_secs(20), async || {
+        metric(&gw, "mcp_gateway_discovery_members").await == 2.0
+    })
+    .await;
+    let seen = workers_seen(&http, &url, 4).await;
+    assert_eq!(seen, HashSet::from(["wc".to_string(), "wd".to_string()]));
     let r = http
         .get(gw.admin_url("/metrics"))
         .send()
