@@ -61,9 +61,10 @@ impl ControlPlane {
                     }
                     tokio::spawn(tidy_rate_limits(shared.clone()));
                     let status = shared.reload_status.clone();
-                    let mut manager = Manager::new(shared.clone(), status.clone());
-                    manager.start_all();
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<ControlMsg>(16);
+                    let mut manager =
+                        Manager::new(shared.clone(), status.clone()).with_control(tx.clone());
+                    manager.start_all();
                     let _ = shared.control.set(tx.clone());
                     tokio::spawn(reload::on_sighup(tx.clone()));
                     if let Some(path) = reload::config_path(&shared.runtime.load().config) {
@@ -79,6 +80,7 @@ impl ControlPlane {
                                         let _ = reply.send(out);
                                     }
                                 }
+                                Some(ControlMsg::Members(m)) => manager.apply_members(m).await,
                                 None => break,
                             },
                             _ = stop_rx.wait_for(|s| *s) => break,

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, GatewayConfig, PoolSource};
 use crate::ratelimit::RateLimiter;
+use crate::routing::discovery::{self, Members};
 use crate::routing::{health, Pool};
 use crate::runtime::{Runtime, Shared};
 use crate::workers::supervisor;
@@ -49,6 +50,8 @@ pub enum ControlMsg {
         trigger: &'static str,
         reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
+    /// A pool's DNS names resolved to a new member list (routing/discovery.rs).
+    Members(Members),
 }
 
 pub type ControlSender = mpsc::Sender<ControlMsg>;
@@ -106,6 +109,8 @@ struct PoolTasks {
     health: Task,
     /// One supervisor per worker slot of a spawned pool (empty for remote pools).
     slots: Vec<Task>,
+    /// The DNS discovery of a remote pool with `discover`, and its task number.
+    discovery: Option<(u64, Task)>,
 }
 
 impl PoolTasks {
@@ -115,6 +120,9 @@ impl PoolTasks {
         for slot in &self.slots {
             let _ = slot.stop.send(true);
         }
+        if let Some((_, d)) = &self.discovery {
+            let _ = d.stop.send(true);
+        }
     }
 
     /// Wait for every task to end.
@@ -122,6 +130,9 @@ impl PoolTasks {
         let _ = self.health.handle.await;
         for slot in self.slots {
             let _ = slot.handle.await;
+        }
+        if let Some((_, d)) = self.discovery {
+            let _ = d.handle.await;
         }
     }
 }
@@ -131,6 +142,10 @@ pub struct Manager {
     pools: HashMap<String, PoolTasks>,
     key_refresh: Option<JoinHandle<()>>,
     status: Arc<Mutex<ReloadStatus>>,
+    /// Where discovery tasks send their member lists (the control plane's channel).
+    control: Option<ControlSender>,
+    /// Numbers discovery tasks, so a replaced task's late message is recognised.
+    next_discovery: std::sync::atomic::AtomicU64,
 }
 
 impl Manager {
@@ -140,7 +155,15 @@ impl Manager {
             pools: HashMap::new(),
             key_refresh: None,
             status,
+            control: None,
+            next_discovery: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// The channel discovery tasks send member lists to (set before `start_all`).
+    pub fn with_control(mut self, tx: ControlSender) -> Manager {
+        self.control = Some(tx);
+        self
     }
 
     /// Start the tasks of every pool of the runtime in force.
@@ -164,9 +187,28 @@ impl Manager {
             .collect();
         PoolTasks {
             health: spawn_health(pool.clone()),
+            discovery: self.spawn_discovery(&pool),
             pool,
             slots,
         }
+    }
+
+    /// The DNS discovery task of a remote pool with `discover`.
+    fn spawn_discovery(&self, pool: &Pool) -> Option<(u64, Task)> {
+        let cfg = pool.config.discovery.clone()?;
+        let tx = self.control.clone()?;
+        let id = self
+            .next_discovery
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stop, mut stop_rx) = watch::channel(false);
+        let run = discovery::run(pool.name.clone(), id, cfg, tx, self.shared.metrics.clone());
+        let handle = tokio::spawn(async move {
+            tokio::select! {
+                _ = run => {}
+                _ = stop_rx.wait_for(|s| *s) => {}
+            }
+        });
+        Some((id, Task { stop, handle }))
     }
 
     fn spawn_slot(&self, pool: &Arc<Pool>, slot: usize) -> Option<Task> {
@@ -213,9 +255,20 @@ impl Manager {
         }
         // The old health check is replaced by one over the new worker list.
         tokio::spawn(old.health.stop());
+        // Discovery goes on (with what it knows) while its names and resolver stay the same.
+        let discovery = match old.discovery {
+            Some(d) if old.pool.config.discovery == new.config.discovery => Some(d),
+            other => {
+                if let Some((_, t)) = other {
+                    tokio::spawn(t.stop());
+                }
+                self.spawn_discovery(&new)
+            }
+        };
         (
             PoolTasks {
                 health: spawn_health(new.clone()),
+                discovery,
                 pool: new,
                 slots,
             },
@@ -286,8 +339,64 @@ impl Manager {
             .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
         let mut cfg = config::parse(&text, &old.config.source).map_err(|e| e.to_string())?;
         let pending = keep_restart_only(&mut cfg, &old.config);
-        let limits_changed = cfg.rate_limits != old.config.rate_limits;
+        keep_discovered_members(&mut cfg, &old.config);
         let new = Arc::new(Runtime::rebuild(cfg, &old).map_err(|e| e.to_string())?);
+        self.install(old, new).await;
+
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.version += 1;
+        st.loaded_at = now_unix();
+        st.sha256 = sha256_hex(&text);
+        st.text = text;
+        st.last_error = None;
+        st.last_error_at = None;
+        st.pending_restart = pending;
+        Ok(st.version)
+    }
+
+    /// Apply a discovered member list: the runtime is rebuilt with the pool's new members
+    /// and installed like a reload's, so kept addresses keep their workers.
+    pub async fn apply_members(&mut self, m: Members) {
+        let current = self
+            .pools
+            .get(&m.pool)
+            .and_then(|t| t.discovery.as_ref())
+            .map(|(id, _)| *id);
+        if current != Some(m.task) {
+            return; // from a task that was replaced meanwhile
+        }
+        let old = self.shared.runtime.load_full();
+        let Some(d) = old
+            .pools
+            .get(&m.pool)
+            .and_then(|p| p.config.discovery.as_ref())
+        else {
+            return;
+        };
+        let members = discovery::merge(&d.fixed, &m.discovered);
+        let mut cfg = (*old.config).clone();
+        let Some(pc) = cfg.pools.iter_mut().find(|p| p.name == m.pool) else {
+            return;
+        };
+        if pc.source == PoolSource::Remote(members.clone()) {
+            return;
+        }
+        pc.source = PoolSource::Remote(members.clone());
+        match Runtime::rebuild(cfg, &old) {
+            Ok(new) => {
+                tracing::info!(pool = %m.pool, members = ?members, "DNS discovery: pool members changed");
+                self.install(old, Arc::new(new)).await;
+            }
+            Err(e) => {
+                tracing::error!(pool = %m.pool, error = %e, "DNS discovery: cannot rebuild the runtime; members unchanged");
+            }
+        }
+    }
+
+    /// Put `new` in force in place of `old`: start the tasks of new and changed pools, wait
+    /// for them, swap, then drain and stop what left.
+    async fn install(&mut self, old: Arc<Runtime>, new: Arc<Runtime>) {
+        let limits_changed = new.config.rate_limits != old.config.rate_limits;
 
         // Start what is new, and wait (each pool's ready timeout at most) until it serves.
         // A changed pool that keeps some workers (same command, or remote addresses still
@@ -304,7 +413,21 @@ impl Manager {
                 pool.workers
                     .iter()
                     .any(|w| o.workers.iter().any(|ow| Arc::ptr_eq(w, ow)))
+                    // Remote pools own no processes: always reconciled, discovery kept.
+                    || (is_remote(o) && is_remote(pool))
             });
+            if let Some(o) = old_pool.filter(|o| is_remote(o)) {
+                for w in o
+                    .workers
+                    .iter()
+                    .filter(|w| !pool.workers.iter().any(|n| Arc::ptr_eq(w, n)))
+                {
+                    tracing::info!(pool = %name, worker = %w.id, inflight = w.inflight(), "remote worker left the pool; requests in flight finish");
+                    if !pool.workers.iter().any(|n| n.id == w.id) {
+                        self.shared.metrics.forget_worker(name, &w.id);
+                    }
+                }
+            }
             match self.pools.remove(name) {
                 Some(t) if shares => {
                     let (tasks, gone) = self.reconcile_tasks(t, pool.clone());
@@ -366,16 +489,28 @@ impl Manager {
                 task.stop().await;
             });
         }
+    }
+}
 
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.version += 1;
-        st.loaded_at = now_unix();
-        st.sha256 = sha256_hex(&text);
-        st.text = text;
-        st.last_error = None;
-        st.last_error_at = None;
-        st.pending_restart = pending;
-        Ok(st.version)
+fn is_remote(p: &Pool) -> bool {
+    matches!(p.config.source, PoolSource::Remote(_))
+}
+
+/// A reloaded file lists only a pool's fixed `upstreams`: a pool whose DNS names stay the
+/// same keeps the members discovered so far (its discovery task goes on and corrects them).
+fn keep_discovered_members(new: &mut GatewayConfig, old: &GatewayConfig) {
+    for pc in &mut new.pools {
+        let Some(d) = &pc.discovery else { continue };
+        let Some(op) = old.pools.iter().find(|o| o.name == pc.name) else {
+            continue;
+        };
+        let (Some(od), PoolSource::Remote(members)) = (&op.discovery, &op.source) else {
+            continue;
+        };
+        if od.targets == d.targets && od.resolver == d.resolver {
+            let found = discovery::discovered_part(&od.fixed, members);
+            pc.source = PoolSource::Remote(discovery::merge(&d.fixed, &found));
+        }
     }
 }
 
@@ -412,6 +547,9 @@ fn keep_restart_only(new: &mut GatewayConfig, old: &GatewayConfig) -> Vec<String
 
 /// Wait until a new pool has a healthy worker (its spawn ready timeout, or 10 s, at most).
 async fn wait_serving(pool: &Pool) {
+    if pool.workers.is_empty() {
+        return; // a discovered pool whose names did not resolve yet: nothing to wait for
+    }
     let limit = match &pool.config.source {
         PoolSource::Spawn(s) => s.ready_timeout,
         PoolSource::Remote(_) => Duration::from_secs(10),
@@ -492,5 +630,45 @@ pub async fn watch_file(path: PathBuf, status: Arc<Mutex<ReloadStatus>>, tx: Con
                 reply: None,
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(upstreams: &str, name: &str) -> GatewayConfig {
+        let text = format!(
+            "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - {{ path: /mcp, pool: p }}\npools:\n  p:\n    upstreams: [{upstreams}]\n    discover: {{ dns: [ {{ name: {name}, port: 80 }} ] }}\n"
+        );
+        config::parse(&text, "t.yaml").unwrap()
+    }
+
+    fn members(c: &GatewayConfig) -> Vec<std::net::SocketAddr> {
+        match &c.pools[0].source {
+            PoolSource::Remote(m) => m.clone(),
+            other => panic!("not remote: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_discovered_members_while_the_names_stay() {
+        let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let found: std::net::SocketAddr = "10.1.0.7:80".parse().unwrap();
+        let mut old = cfg("\"127.0.0.1:1\"", "w.svc");
+        old.pools[0].source = PoolSource::Remote(vec![a, found]);
+
+        let mut same = cfg("\"127.0.0.1:1\"", "w.svc");
+        keep_discovered_members(&mut same, &old);
+        assert_eq!(members(&same), vec![a, found]);
+
+        let mut other_fixed = cfg("\"127.0.0.1:2\"", "w.svc");
+        keep_discovered_members(&mut other_fixed, &old);
+        assert_eq!(members(&other_fixed), vec![b, found]);
+
+        let mut other_name = cfg("\"127.0.0.1:1\"", "v.svc");
+        keep_discovered_members(&mut other_name, &old);
+        assert_eq!(members(&other_name), vec![a]);
     }
 }

@@ -122,7 +122,7 @@ impl Runtime {
                     .map(|(i, a)| {
                         // Remote workers start healthy; the health check ejects dead ones.
                         Arc::new(Worker::new(
-                            format!("{}-{i}", pc.name),
+                            remote_worker_id(pc, i, *a),
                             Endpoint::new(*a, 0),
                             true,
                         ))
@@ -356,7 +356,7 @@ pub fn reconciled_workers(old: &Pool, new: &crate::config::PoolConfig) -> Option
                         .find(|w| w.endpoint().addr == *a)
                         .cloned()
                         .unwrap_or_else(|| {
-                            let mut id = format!("{}-{i}", new.name);
+                            let mut id = remote_worker_id(new, i, *a);
                             if old.workers.iter().any(|w| w.id == id) {
                                 id = format!("{}-{a}", new.name);
                             }
@@ -366,5 +366,56 @@ pub fn reconciled_workers(old: &Pool, new: &crate::config::PoolConfig) -> Option
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+/// A remote worker's id: `<pool>-<position>`, or `<pool>-<address>` in a pool with DNS
+/// discovery, where members come and go and an id must keep naming the same address.
+fn remote_worker_id(
+    pc: &crate::config::PoolConfig,
+    i: usize,
+    addr: std::net::SocketAddr,
+) -> String {
+    if pc.discovery.is_some() {
+        format!("{}-{addr}", pc.name)
+    } else {
+        format!("{}-{i}", pc.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn with_members(rt: &Runtime, members: &[SocketAddr]) -> Runtime {
+        let mut cfg = (*rt.config).clone();
+        cfg.pools[0].source = PoolSource::Remote(members.to_vec());
+        Runtime::rebuild(cfg, rt).unwrap()
+    }
+
+    #[test]
+    fn discovered_members_keep_their_worker_and_an_id_per_address() {
+        let text = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p:\n    discover: { dns: [ { name: w.svc, port: 80 } ] }\n";
+        let rt = Runtime::build(crate::config::parse(text, "t.yaml").unwrap()).unwrap();
+        assert!(rt.pools["p"].workers.is_empty(), "empty until resolved");
+        let x: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let y: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let one = with_members(&rt, &[x]);
+        let two = with_members(&one, &[x, y]);
+        let wx = &one.pools["p"].workers[0];
+        assert_eq!(wx.id, "p-10.0.0.1:80");
+        assert!(Arc::ptr_eq(wx, &two.pools["p"].workers[0]), "x kept");
+        assert_eq!(two.pools["p"].workers[1].id, "p-10.0.0.2:80");
+        // The route follows the new pool.
+        assert!(Arc::ptr_eq(&two.routes["/mcp"].pool, &two.pools["p"]));
+        let only_y = with_members(&two, &[y]);
+        let p = &only_y.pools["p"];
+        assert_eq!(p.workers.len(), 1);
+        assert!(
+            Arc::ptr_eq(&p.workers[0], &two.pools["p"].workers[1]),
+            "y kept"
+        );
+        assert!(p.find("10.0.0.1:80", 0).is_none(), "x left");
     }
 }

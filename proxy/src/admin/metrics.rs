@@ -30,6 +30,9 @@ pub struct Metrics {
     pub log_spool_bytes: IntGauge,
     pub redis_errors: IntCounterVec,
     pub database_errors: IntCounterVec,
+    /// DNS discovery: failed resolutions per pool, and the members in force per pool.
+    pub discovery_errors: IntCounterVec,
+    pub discovery_members: IntGaugeVec,
     /// Tools, upstream latency, auth failures, pool in-flight, queue depth.
     pub log: LogMetrics,
 }
@@ -222,6 +225,22 @@ impl Metrics {
             "mcp_gateway_ratelimit_redis_down",
             "1 while rate-limit checks cannot use Redis (the fallback policy is in force)",
         )?;
+        let discovery_errors = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_discovery_errors_total",
+                "DNS discovery resolutions that failed (the last known members were kept), by pool",
+            ),
+            &["pool"],
+        )?;
+        let discovery_members = IntGaugeVec::new(
+            Opts::new(
+                "mcp_gateway_discovery_members",
+                "Members of a DNS-discovered pool (fixed upstreams included), by pool",
+            ),
+            &["pool"],
+        )?;
+        registry.register(Box::new(discovery_errors.clone()))?;
+        registry.register(Box::new(discovery_members.clone()))?;
         registry.register(Box::new(ratelimit_decisions.clone()))?;
         registry.register(Box::new(ratelimit_redis_errors.clone()))?;
         registry.register(Box::new(ratelimit_redis_down.clone()))?;
@@ -333,6 +352,8 @@ impl Metrics {
             log_spool_bytes,
             redis_errors,
             database_errors,
+            discovery_errors,
+            discovery_members,
             log: LogMetrics {
                 tool_calls,
                 tool_handles: Default::default(),
@@ -343,6 +364,13 @@ impl Metrics {
                 queue_depth,
             },
         })
+    }
+
+    /// Drop the per-worker series of a worker that left its pool (DNS discovery churns
+    /// addresses: their series would otherwise stay, frozen, forever).
+    pub fn forget_worker(&self, pool: &str, worker: &str) {
+        let _ = self.worker_healthy.remove_label_values(&[pool, worker]);
+        let _ = self.worker_inflight.remove_label_values(&[pool, worker]);
     }
 
     /// The Prometheus text format, with worker gauges refreshed from `pools`.

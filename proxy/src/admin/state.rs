@@ -98,6 +98,10 @@ pub async fn pools(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
                     PoolSource::Remote(_) => "remote",
                 },
                 "balance": format!("{:?}", p.config.balance),
+                // Remote pools with `discover`: the DNS entries followed (else null).
+                "discovery": p.config.discovery.as_ref().map(|d| {
+                    d.targets.iter().map(ToString::to_string).collect::<Vec<_>>()
+                }),
                 "healthy": p.healthy_count(),
                 "workers": workers,
             })

@@ -416,6 +416,9 @@ pub struct PoolFile {
     pub count: Option<Spanned<usize>>,
     #[serde(default)]
     pub upstreams: Option<Spanned<Vec<String>>>,
+    /// Remote workers found in DNS and followed while the gateway runs (docs/discovery.md).
+    #[serde(default)]
+    pub discover: Option<DiscoverFile>,
     #[serde(default)]
     pub balance: BalanceFile,
     #[serde(default)]
@@ -429,6 +432,29 @@ pub struct PoolFile {
     /// Idle keep-alive connections to workers are closed after this long.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+}
+
+/// `pools.<name>.discover`: DNS names whose records are the pool's remote workers.
+#[derive(Debug, Deserialize)]
+pub struct DiscoverFile {
+    pub dns: Spanned<Vec<DnsNameFile>>,
+    /// How often the names are resolved again (default 10s).
+    #[serde(default)]
+    pub refresh: Option<HumanDuration>,
+    /// `ip` or `ip:port` of the DNS server to ask (default: the system's resolv.conf).
+    #[serde(default)]
+    pub resolver: Option<Spanned<String>>,
+}
+
+/// One DNS entry: `{ name, port }` (A and AAAA records) or `{ srv }` (SRV records).
+#[derive(Debug, Deserialize)]
+pub struct DnsNameFile {
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub port: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub srv: Option<Spanned<String>>,
 }
 
 fn default_connect_timeout() -> HumanDuration {

@@ -202,6 +202,37 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Option<Duration>,
     pub idle_timeout: Duration,
+    /// Remote pools only: DNS names followed in the background. `source` then holds the
+    /// members in force (the fixed `upstreams` and the addresses last resolved).
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// `pools.<name>.discover`: see docs/discovery.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    pub targets: Vec<DnsTarget>,
+    pub refresh: Duration,
+    /// `None`: the system's resolver configuration (resolv.conf).
+    pub resolver: Option<SocketAddr>,
+    /// The pool's fixed `upstreams`: members whatever DNS says.
+    pub fixed: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsTarget {
+    /// A and AAAA records of `name`, each address with `port`.
+    Host { name: String, port: u16 },
+    /// SRV records of `name`: each target's addresses with the record's port.
+    Srv { name: String },
+}
+
+impl std::fmt::Display for DnsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsTarget::Host { name, port } => write!(f, "{name}:{port}"),
+            DnsTarget::Srv { name } => write!(f, "SRV {name}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

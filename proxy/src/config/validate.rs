@@ -15,6 +15,7 @@ use super::model::*;
 use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
+mod discovery;
 mod redis_topology;
 mod stdio_pool;
 
@@ -947,6 +948,16 @@ impl Validator<'_> {
 
     fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
         let at = format!("pools.{name}");
+        if let Some(d) = &p.discover {
+            if p.spawn.is_some() || p.stdio.is_some() {
+                self.err(
+                    &d.dns.referenced,
+                    format!("{at}.discover"),
+                    "discover finds remote workers: not with spawn or stdio",
+                );
+                return None;
+            }
+        }
         let source = match (&p.spawn, &p.upstreams) {
             _ if p.stdio.is_some() || p.count.is_some() => self.stdio_source(&at, p)?,
             (Some(_), Some(u)) => {
@@ -957,11 +968,11 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            (None, None) => {
+            (None, None) if p.discover.is_none() => {
                 self.err(
                     &Location::UNKNOWN,
                     at,
-                    "a pool needs spawn (processes the gateway starts), stdio (a stdio MCP server behind bridges) or upstreams (addresses)",
+                    "a pool needs spawn (processes the gateway starts), stdio (a stdio MCP server behind bridges), upstreams (addresses) or discover (DNS names)",
                 );
                 return None;
             }
@@ -994,22 +1005,25 @@ impl Validator<'_> {
                     stop_grace: s.stop_grace.0,
                 })
             }
-            (None, Some(u)) => {
-                if u.value.is_empty() {
-                    self.err(
-                        &u.referenced,
-                        format!("{at}.upstreams"),
-                        "needs at least one address",
-                    );
-                    return None;
+            (None, u) => {
+                let listed: &[String] = u.as_ref().map_or(&[], |u| &u.value);
+                if let Some(u) = u.as_ref().filter(|u| u.value.is_empty()) {
+                    if p.discover.is_none() {
+                        self.err(
+                            &u.referenced,
+                            format!("{at}.upstreams"),
+                            "needs at least one address",
+                        );
+                        return None;
+                    }
                 }
                 let mut addrs = Vec::new();
-                for (i, a) in u.value.iter().enumerate() {
+                for (i, a) in listed.iter().enumerate() {
                     // Resolved once here, at load time: never on the request path.
                     match a.to_socket_addrs().map(|mut it| it.next()) {
                         Ok(Some(addr)) => addrs.push(addr),
                         _ => self.err(
-                            &u.referenced,
+                            &u.as_ref().map_or(Location::UNKNOWN, |u| u.referenced),
                             format!("{at}.upstreams[{i}]"),
                             format!("cannot resolve {a:?} (expected host:port)"),
                         ),
@@ -1017,6 +1031,10 @@ impl Validator<'_> {
                 }
                 PoolSource::Remote(addrs)
             }
+        };
+        let discovery = match (&p.discover, &source) {
+            (Some(d), PoolSource::Remote(fixed)) => Some(self.discovery(&at, d, fixed)?),
+            _ => None,
         };
         if !p.health.path.starts_with('/') {
             self.err(
@@ -1039,6 +1057,7 @@ impl Validator<'_> {
             connect_timeout: p.connect_timeout.0,
             read_timeout: p.read_timeout.map(|d| d.0),
             idle_timeout: p.idle_timeout.0,
+            discovery,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Pools of workers, the balancers that pick one, and health checks.
+//! Pools of workers, the balancers that pick one, health checks and DNS discovery.
 
+pub mod discovery;
 pub mod health;
 pub mod pool;
 

@@ -161,7 +161,7 @@ impl Pool {
         }
         let sock: SocketAddr = addr.parse().ok()?;
         Some(Arc::new(Worker::new(
-            format!("{}@{addr}", self.name),
+            format!("{}-{addr}", self.name),
             Endpoint::new(sock, 0),
             true,
         )))
@@ -223,6 +223,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: None,
             idle_timeout: Duration::from_secs(1),
+            discovery: None,
         };
         let workers = (0..n)
             .map(|i| {
@@ -284,7 +285,7 @@ mod tests {
         assert!(Arc::ptr_eq(&listed, &p.workers[0]));
         let other = p.find_sealed("127.0.0.1:4999", 0).unwrap();
         assert_eq!(other.endpoint().addr_text, "127.0.0.1:4999");
-        assert_eq!(other.id, "p@127.0.0.1:4999");
+        assert_eq!(other.id, "p-127.0.0.1:4999");
         assert!(
             p.find_sealed("127.0.0.1:4999", 7).is_none(),
             "spawned instance"
