@@ -38,7 +38,7 @@ KUSTOMIZATIONS = {
 }
 DOCKERFILE = REPO / "Dockerfile"
 DOCKER_CONFIG = REPO / "deploy" / "docker" / "gateway.yaml"
-DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
+DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"  # its "### Secrets" section lists the Secrets
 
 NAMESPACE = "mcp-gateway"
 CONFIGMAP = "mcp-gateway-config"
@@ -285,7 +285,8 @@ def test_every_deployment_is_budgeted_served_and_fenced(renders: dict[str, Rende
             name = dep["metadata"]["name"]
             labels = dep["spec"]["template"]["metadata"]["labels"]
             assert matches(dep["spec"]["selector"]["matchLabels"], labels)
-            assert any(matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs), f"{r.name}: no PDB for {name}"
+            budgeted = any(matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs)
+            assert budgeted, f"{r.name}: no PDB for {name}"
             assert any(matches(s["spec"]["selector"], labels) for s in services), f"{r.name}: no Service for {name}"
             assert any(
                 p["spec"]["podSelector"] and matches(p["spec"]["podSelector"]["matchLabels"], labels) for p in policies
@@ -322,8 +323,8 @@ def test_every_deployment_is_budgeted_served_and_fenced(renders: dict[str, Rende
 
 def test_secret_references_exist_or_are_documented(renders: dict[str, Rendered]) -> None:
     doc = DEPLOYMENT_DOC.read_text()
-    section = doc[doc.index("## Secrets") :]
-    section = section[: section.index("\n## ", 1)]
+    section = doc[doc.index("\n### Secrets\n") + 1 :]
+    section = section[: section.index("\n#", 1)]
     seen = 0
     for r in each_render(renders):
         secrets = {s["metadata"]["name"]: s for s in r.all("Secret")}
@@ -411,7 +412,9 @@ def failed_and_passed(report: list[dict[str, Any]], check_type: str) -> tuple[li
 
 
 @pytest.mark.parametrize("check_type", ["kubernetes", "dockerfile"])
-def test_checkov_finds_nothing_beyond_the_documented_skips(checkov_report: list[dict[str, Any]], check_type: str) -> None:
+def test_checkov_finds_nothing_beyond_the_documented_skips(
+    checkov_report: list[dict[str, Any]], check_type: str
+) -> None:
     failed, passed = failed_and_passed(checkov_report, check_type)
     assert passed >= (100 if check_type == "kubernetes" else 5), f"checkov ran few {check_type} checks: {passed}"
     unexpected = sorted(
@@ -468,9 +471,7 @@ def validate(proxy: Path, config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_shipped_gateway_configurations_pass_validate(
-    renders: dict[str, Rendered], tmp_path: Path
-) -> None:
+def test_shipped_gateway_configurations_pass_validate(renders: dict[str, Rendered], tmp_path: Path) -> None:
     proxy = bin_dir() / "mcp-proxy"
     if not os.access(proxy, os.X_OK):
         pytest.fail(f"missing {proxy}: run cargo build --workspace first (or set MCP_BIN_DIR)", pytrace=False)
