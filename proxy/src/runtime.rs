@@ -214,7 +214,20 @@ fn build_sealer(config: &GatewayConfig) -> Result<SessionSealer, BuildError> {
             SessionSealer::random_key()
         }
     };
-    Ok(SessionSealer::new(&key, config.session_ttl.as_secs()))
+    let sealer = SessionSealer::new(&key, config.session_ttl.as_secs());
+    // During a key rotation the key before it still opens the ids it sealed.
+    let previous_var = format!("{}_PREVIOUS", config.session_key_env);
+    match std::env::var(&previous_var) {
+        Ok(text) if !text.trim().is_empty() => {
+            let old = parse_key(&text).map_err(|e| BuildError::SessionKey {
+                var: previous_var.clone(),
+                reason: e.to_string(),
+            })?;
+            tracing::info!(var = %previous_var, "session ids sealed with the previous key are accepted too");
+            Ok(sealer.with_previous(&old))
+        }
+        _ => Ok(sealer),
+    }
 }
 
 fn issuer_keys(ic: &IssuerConfig) -> Result<Vec<IssuerKey>, BuildError> {
@@ -392,6 +405,37 @@ mod tests {
         let mut cfg = (*rt.config).clone();
         cfg.pools[0].source = PoolSource::Remote(members.to_vec());
         Runtime::rebuild(cfg, rt).unwrap()
+    }
+
+    #[test]
+    fn the_previous_session_key_from_the_environment_opens_old_ids() {
+        use crate::mcp::session::SessionClaims;
+        // Variable names of this test only (the environment is shared by the tests).
+        let text = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nsession: { key_env: ROTATION_TEST_KEY }\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+        let cfg = crate::config::parse(text, "t.yaml").unwrap();
+        let old_hex = "11".repeat(32);
+        let new_hex = "22".repeat(32);
+        let claims = SessionClaims {
+            pool: "p".into(),
+            worker: "127.0.0.1:9".into(),
+            instance: 0,
+            user: String::new(),
+            upstream_id: "u".into(),
+            issued_at: 0,
+        };
+        std::env::set_var("ROTATION_TEST_KEY", &old_hex);
+        let old_id = build_sealer(&cfg).unwrap().seal(&claims).unwrap();
+        std::env::set_var("ROTATION_TEST_KEY", &new_hex);
+        let new_only = build_sealer(&cfg).unwrap();
+        assert!(new_only.open(old_id.as_bytes()).is_err());
+        std::env::set_var("ROTATION_TEST_KEY_PREVIOUS", &old_hex);
+        let rotating = build_sealer(&cfg).unwrap();
+        assert_eq!(rotating.open(old_id.as_bytes()).unwrap().upstream_id, "u");
+        std::env::set_var("ROTATION_TEST_KEY_PREVIOUS", "not a key");
+        assert!(matches!(
+            build_sealer(&cfg),
+            Err(BuildError::SessionKey { var, .. }) if var == "ROTATION_TEST_KEY_PREVIOUS"
+        ));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], KeyError> {
 
 pub struct SessionSealer {
     cipher: Aes256Gcm,
+    /// A key being rotated out: ids sealed with it still open; nothing new is sealed with it.
+    previous: Option<Aes256Gcm>,
     ttl_secs: u64,
 }
 
@@ -114,8 +116,15 @@ impl SessionSealer {
     pub fn new(key: &[u8; 32], ttl_secs: u64) -> SessionSealer {
         SessionSealer {
             cipher: Aes256Gcm::new(key.into()),
+            previous: None,
             ttl_secs,
         }
+    }
+
+    /// Also open ids sealed with `key` (the key before a rotation).
+    pub fn with_previous(mut self, key: &[u8; 32]) -> SessionSealer {
+        self.previous = Some(Aes256Gcm::new(key.into()));
+        self
     }
 
     /// A random key, for a gateway started without one (sessions then live and die with
@@ -167,15 +176,18 @@ impl SessionSealer {
             return Err(SessionError::Malformed);
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let payload = || Payload {
+            msg: sealed,
+            aad: AAD,
+        };
+        let nonce = Nonce::from_slice(nonce);
         let plain = self
             .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: AAD,
-                },
-            )
+            .decrypt(nonce, payload())
+            .or_else(|e| match &self.previous {
+                Some(old) => old.decrypt(nonce, payload()),
+                None => Err(e),
+            })
             .map_err(|_| SessionError::Forged)?;
         let mut r = Reader(&plain);
         if r.take(1)? != [VERSION] {
@@ -226,6 +238,34 @@ mod tests {
         assert_eq!(back.worker, "127.0.0.1:41001");
         assert_eq!(back.instance, 42);
         assert!(back.issued_at > 0);
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_previous_key_and_seals_with_the_new_one() {
+        let (old_key, new_key) = ([1u8; 32], [2u8; 32]);
+        let old = SessionSealer::new(&old_key, 3600);
+        let from_old = old.seal(&claims()).unwrap();
+        // Step 1 of a rotation: the new key is known as the previous one everywhere.
+        let step1 = SessionSealer::new(&old_key, 3600).with_previous(&new_key);
+        // Step 2: the new key is current, the old one previous. Replicas on either step
+        // open each other's ids.
+        let step2 = SessionSealer::new(&new_key, 3600).with_previous(&old_key);
+        let from_step2 = step2.seal(&claims()).unwrap();
+        assert_eq!(
+            step2.open(from_old.as_bytes()).unwrap().worker,
+            "127.0.0.1:41001"
+        );
+        assert_eq!(step1.open(from_step2.as_bytes()).unwrap().instance, 42);
+        assert_eq!(step1.open(from_old.as_bytes()).unwrap().instance, 42);
+        // Step 3: the old key dropped: its ids are refused, new ones still open.
+        let step3 = SessionSealer::new(&new_key, 3600);
+        assert_eq!(step3.open(from_old.as_bytes()), Err(SessionError::Forged));
+        assert!(step3.open(from_step2.as_bytes()).is_ok());
+        // A third key is never accepted.
+        let other = SessionSealer::new(&[3u8; 32], 3600)
+            .seal(&claims())
+            .unwrap();
+        assert_eq!(step2.open(other.as_bytes()), Err(SessionError::Forged));
     }
 
     #[test]
