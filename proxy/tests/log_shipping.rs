@@ -382,33 +382,12 @@ async fn pool(url: &str) -> sqlx::AnyPool {
         .unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
-/// Rows whose request id starts with `tag-` (0 while the table does not exist yet).
-async fn count_tag(url: &str, tag: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let Ok(p) = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-    else {
-        return 0;
-    };
-    let n = sqlx::query("SELECT COUNT(*) AS n FROM request_logs WHERE request_id LIKE $1")
-        .bind(format!("{tag}-%"))
-        .fetch_one(&p)
-        .await
-        .and_then(|r| r.try_get::<i64, _>("n"))
-        .unwrap_or(0);
-    p.close().await;
-    n
-}
-
 /// Wait until `expected` rows of `tag` are stored, then check it stays exactly that.
 async fn expect_rows(url: &str, tag: &str, expected: i64, limit: Duration, gw: Option<&Gateway>) {
     let deadline = Instant::now() + limit;
     let mut n = 0;
     while Instant::now() < deadline {
-        n = count_tag(url, tag).await;
+        n = common::db::count_log_rows(url, tag).await;
         if n >= expected {
             break;
         }
@@ -423,7 +402,11 @@ async fn expect_rows(url: &str, tag: &str, expected: i64, limit: Duration, gw: O
     // Nothing more arrives later (no second copy of any record: request_id is unique, and
     // the count must not move past N).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count_tag(url, tag).await, expected, "rows of {tag} changed");
+    assert_eq!(
+        common::db::count_log_rows(url, tag).await,
+        expected,
+        "rows of {tag} changed"
+    );
 }
 
 /// The value of a metric line `name{labels}` (or `name` alone) in Prometheus text.
@@ -805,7 +788,7 @@ async fn sigterm_flushes_the_queue_and_sigkill_loses_only_the_queue() {
         let sid = raw_session(&http, &gw.url()).await;
         calls(&gw, &http, &sid, &tag, 0, N).await;
         assert_eq!(
-            count_tag(&db.url(), &tag).await,
+            common::db::count_log_rows(&db.url(), &tag).await,
             0,
             "nothing shipped before shutdown"
         );
@@ -828,7 +811,7 @@ async fn sigterm_flushes_the_queue_and_sigkill_loses_only_the_queue() {
     let gw = setup.start().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        count_tag(&db.url(), &tag).await,
+        common::db::count_log_rows(&db.url(), &tag).await,
         0,
         "records only in memory at SIGKILL are lost (not silently half-kept)"
     );
@@ -1155,9 +1138,9 @@ async fn retention_deletes_old_rows() {
     .execute(&p)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count_tag(&db.url(), &tag).await, 4);
+    assert_eq!(common::db::count_log_rows(&db.url(), &tag).await, 4);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count_tag(&db.url(), &tag).await != 3 {
+    while common::db::count_log_rows(&db.url(), &tag).await != 3 {
         assert!(Instant::now() < deadline, "the old row was not deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1197,7 +1180,7 @@ async fn logging_can_be_switched_off() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count_tag(&db.url(), &tag).await, 0);
+    assert_eq!(common::db::count_log_rows(&db.url(), &tag).await, 0);
     let m = gw.metrics().await;
     assert_eq!(
         metric(&m, r#"mcp_gateway_log_shipped_total{sink="database"}"#),

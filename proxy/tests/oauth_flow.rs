@@ -250,23 +250,9 @@ fn form_body<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
         .finish()
 }
 
-fn bearer(token: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// Status of an `initialize` to `url` with `token`.
 async fn initialize_status(url: &str, token: &str) -> u16 {
-    bearer(token)
+    bearer_client(token)
         .post(url)
         .header("content-type", "application/json")
         .header("accept", ACCEPT)
@@ -624,7 +610,7 @@ async fn login_consent_token_and_every_refusal() {
         401
     );
     // Not a token of the auth API either.
-    let r = bearer(&access)
+    let r = bearer_client(&access)
         .get(format!("{}/auth/api-keys", base(&gw)))
         .send()
         .await
@@ -760,7 +746,7 @@ async fn login_consent_token_and_every_refusal() {
         initialize_status(&format!("{}/other", base(&gw)), &login).await,
         200
     );
-    let user = bearer(&login);
+    let user = bearer_client(&login);
     let list: Value = user
         .get(format!("{}/auth/consents", base(&gw)))
         .send()

@@ -11,7 +11,6 @@ use common::db::{unique_name, SqliteDb};
 use common::redis_servers::RedisServers;
 use common::*;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 /// The `redis:` section for the cluster.
 fn redis_section(cluster: &RedisServers, prefix: &str) -> String {
@@ -29,25 +28,6 @@ fn redis_section(cluster: &RedisServers, prefix: &str) -> String {
 async fn start(extra: &str) -> Gateway {
     let (port, admin) = (free_port(), free_port());
     Gateway::start_with(&spawn_pool_config(port, admin, 1, extra), port, admin).await
-}
-
-async fn init_status(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut req = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT)
-        .body(init_body("2025-06-18"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let _ = r.bytes().await;
-            status
-        }
-        Err(e) => panic!("initialize: {e}"),
-    }
 }
 
 async fn wait_redis_up(gw: &Gateway) {
@@ -122,26 +102,6 @@ async fn a_shared_limit_is_exact_across_two_gateways_on_a_cluster() {
     }
 }
 
-async fn count_tag(url: &str, tag: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let Ok(p) = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-    else {
-        return 0;
-    };
-    let n = sqlx::query("SELECT COUNT(*) AS n FROM request_logs WHERE request_id LIKE $1")
-        .bind(format!("{tag}-%"))
-        .fetch_one(&p)
-        .await
-        .and_then(|r| r.try_get::<i64, _>("n"))
-        .unwrap_or(0);
-    p.close().await;
-    n
-}
-
 #[tokio::test]
 async fn request_records_travel_through_a_stream_on_the_cluster() {
     const N: usize = 20;
@@ -170,7 +130,7 @@ async fn request_records_travel_through_a_stream_on_the_cluster() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut n = 0;
     while Instant::now() < deadline {
-        n = count_tag(&db.url(), &tag).await;
+        n = common::db::count_log_rows(&db.url(), &tag).await;
         if n >= N as i64 {
             break;
         }
@@ -178,7 +138,11 @@ async fn request_records_travel_through_a_stream_on_the_cluster() {
     }
     assert_eq!(n, N as i64, "rows; gateway log:\n{}", g1.log_text());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count_tag(&db.url(), &tag).await, N as i64, "no second copy");
+    assert_eq!(
+        common::db::count_log_rows(&db.url(), &tag).await,
+        N as i64,
+        "no second copy"
+    );
     // The records went through the cluster's stream (not straight to the database).
     let stream = format!("{{{prefix}:request-logs}}");
     let lens: Vec<i64> = cluster
@@ -228,27 +192,8 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
     let b = Gateway::start_with(&spawn_pool_config(pb, ab, 1, &extra(pa)), pb, ab).await;
     let base_a = format!("http://127.0.0.1:{pa}");
     let http = reqwest::Client::new();
-    let creds = json!({"email": "ida@example.test", "password": "a fine long passphrase"});
-    let r = http
-        .post(format!("{base_a}/auth/register"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r.status(), 201);
-    let login: Value = http
-        .post(format!("{base_a}/auth/login"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    let bearer = format!(
-        "Bearer {}",
-        login["access_token"].as_str().unwrap_or_default()
-    );
+    let (_, token) = register_and_login(&base_a, "ida@example.test").await;
+    let bearer = format!("Bearer {token}");
     let created: Value = http
         .post(format!("{base_a}/auth/api-keys"))
         .header("authorization", &bearer)

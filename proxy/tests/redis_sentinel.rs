@@ -12,24 +12,6 @@ use common::*;
 
 const MASTER: &str = "gwmaster";
 
-async fn init_status(http: &reqwest::Client, url: &str) -> u16 {
-    match http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT)
-        .body(init_body("2025-06-18"))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let _ = r.bytes().await;
-            status
-        }
-        Err(e) => panic!("initialize: {e}"),
-    }
-}
-
 fn limit_keys(port: u16, prefix: &str) -> usize {
     cli(port, &["--scan", "--pattern", &format!("{prefix}:rl:*")])
         .lines()
@@ -63,7 +45,7 @@ async fn a_limit_on_a_sentinel_master_stays_exact_across_a_failover() {
     }
     let http = reqwest::Client::new();
     for i in 0..5 {
-        assert_eq!(init_status(&http, &gw.url()).await, 200, "request {i}");
+        assert_eq!(init_status(&http, &gw.url(), &[]).await, 200, "request {i}");
     }
     assert_eq!(limit_keys(master, &prefix), 1, "the limit is on the master");
 
@@ -86,7 +68,7 @@ async fn a_limit_on_a_sentinel_master_stays_exact_across_a_failover() {
     let mut refused_after_limit = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while refused_after_limit < 5 && Instant::now() < deadline {
-        match init_status(&http, &gw.url()).await {
+        match init_status(&http, &gw.url(), &[]).await {
             200 => allowed_after += 1,
             429 if allowed_after >= 5 => refused_after_limit += 1,
             429 => {}

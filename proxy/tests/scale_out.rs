@@ -25,7 +25,6 @@ use sqlx::{Connection, Executor, Row};
 const SESSION_KEY: &str = "5ca1e0075ca1e0075ca1e0075ca1e0075ca1e0075ca1e0075ca1e0075ca1e007";
 const CREDENTIALS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str = "scale-out-test-admin-token-0123456789";
-const PASSWORD: &str = "a fine long passphrase";
 
 /// Every test of this file sets the same values, so parallel tests agree; every replica
 /// inherits them (one sealing key, one credential key: what a Kubernetes Secret gives pods).
@@ -166,35 +165,11 @@ pools:
 
     /// Register a user on replica 0 and log in; returns (user id, access token).
     async fn user(&self, email: &str) -> (String, String) {
-        let http = reqwest::Client::new();
-        let creds = json!({"email": email, "password": PASSWORD});
-        let r = http
-            .post(format!("{}/auth/register", self.public))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.status(), 201);
-        let id = r.json::<Value>().await.unwrap_or_default()["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        (id, self.login(email).await)
+        register_and_login(&self.public, email).await
     }
 
     async fn login(&self, email: &str) -> String {
-        let login: Value = reqwest::Client::new()
-            .post(format!("{}/auth/login", self.public))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
-        let token = login["access_token"].as_str().unwrap_or_default();
-        assert!(!token.is_empty(), "login failed: {login}");
-        token.to_string()
+        login(&self.public, email).await
     }
 
     fn logs(&self) -> String {
@@ -204,18 +179,6 @@ pools:
             .map(|(i, g)| format!("--- replica {i}\n{}", g.log_text()))
             .collect()
     }
-}
-
-fn bearer_client(token: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    let value = format!("Bearer {token}")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    h.insert("authorization", value);
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `whoami` in a session: the id of the worker that answered, or the failure.
@@ -228,18 +191,6 @@ async fn whoami(http: &reqwest::Client, url: &str, sid: &str, id: i64) -> Result
         }
         other => Err(format!("{status} {other:?}")),
     }
-}
-
-async fn init_status(http: &reqwest::Client, url: &str, header: Option<(&str, &str)>) -> u16 {
-    let mut req = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT)
-        .body(init_body("2025-06-18"));
-    if let Some((k, v)) = header {
-        req = req.header(k, v);
-    }
-    req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- sessions and limits
@@ -297,7 +248,7 @@ async fn sessions_continue_on_every_replica_and_a_limit_holds_for_their_sum() {
     let mut passed = 0;
     let mut limited = 0;
     for i in 0..45 {
-        match init_status(&http, &fleet.url(i, "/limited"), None).await {
+        match init_status(&http, &fleet.url(i, "/limited"), &[]).await {
             200 => passed += 1,
             429 => limited += 1,
             other => panic!("unexpected status {other}"),
@@ -311,7 +262,7 @@ async fn sessions_continue_on_every_replica_and_a_limit_holds_for_their_sum() {
     // Another user has a limit of their own.
     let (_, other) = fleet.user("bob@example.test").await;
     assert_eq!(
-        init_status(&bearer_client(&other), &fleet.url(2, "/limited"), None).await,
+        init_status(&bearer_client(&other), &fleet.url(2, "/limited"), &[]).await,
         200
     );
 }
@@ -328,7 +279,7 @@ async fn refused_everywhere_within(
     let mut pending: BTreeSet<usize> = (0..3).collect();
     while start.elapsed() < limit {
         for r in pending.clone() {
-            if init_status(&http, &fleet.url(r, "/mcp"), Some(header)).await == 401 {
+            if init_status(&http, &fleet.url(r, "/mcp"), &[header]).await == 401 {
                 pending.remove(&r);
             }
         }
@@ -373,16 +324,13 @@ async fn a_revoked_key_and_a_disabled_user_fail_on_all_three_within_a_second() {
     // Every replica accepts (and caches) both keys and the token first.
     for r in 0..3 {
         let url = fleet.url(r, "/mcp");
+        assert_eq!(init_status(&anon, &url, &[("x-api-key", &key)]).await, 200);
         assert_eq!(
-            init_status(&anon, &url, Some(("x-api-key", &key))).await,
+            init_status(&anon, &url, &[("x-api-key", &kept_key)]).await,
             200
         );
         assert_eq!(
-            init_status(&anon, &url, Some(("x-api-key", &kept_key))).await,
-            200
-        );
-        assert_eq!(
-            init_status(&anon, &url, Some(("authorization", &bearer))).await,
+            init_status(&anon, &url, &[("authorization", &bearer)]).await,
             200
         );
     }
@@ -400,7 +348,7 @@ async fn a_revoked_key_and_a_disabled_user_fail_on_all_three_within_a_second() {
     eprintln!("revoked key refused everywhere after {took:?}");
     for r in 0..3 {
         assert_eq!(
-            init_status(&anon, &fleet.url(r, "/mcp"), Some(("x-api-key", &kept_key))).await,
+            init_status(&anon, &fleet.url(r, "/mcp"), &[("x-api-key", &kept_key)]).await,
             200,
             "the other key of the user still works on replica {r}"
         );
@@ -417,7 +365,7 @@ async fn a_revoked_key_and_a_disabled_user_fail_on_all_three_within_a_second() {
             "--role",
             "admin",
         ])
-        .args(["--password", PASSWORD, "--database", &fleet.pg.url()])
+        .args(["--password", TEST_PASSWORD, "--database", &fleet.pg.url()])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -452,7 +400,7 @@ async fn a_revoked_key_and_a_disabled_user_fail_on_all_three_within_a_second() {
     // And cannot log in again.
     let r = anon
         .post(fleet.url(0, "/auth/login"))
-        .json(&json!({"email": "cid@example.test", "password": PASSWORD}))
+        .json(&json!({"email": "cid@example.test", "password": TEST_PASSWORD}))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));

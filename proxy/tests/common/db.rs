@@ -107,3 +107,26 @@ impl Drop for PgSchema {
         let _ = cleanup.join();
     }
 }
+
+/// Rows of `request_logs` whose request id starts with `<tag>-` (0 while the database is
+/// unreachable).
+pub async fn count_log_rows(url: &str, tag: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let Ok(p) = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+    else {
+        return 0;
+    };
+    let n = sqlx::query("SELECT COUNT(*) AS n FROM request_logs WHERE request_id LIKE $1")
+        .bind(format!("{tag}-%"))
+        .fetch_one(&p)
+        .await
+        .and_then(|r| r.try_get::<i64, _>("n"))
+        .unwrap_or(0);
+    p.close().await;
+    n
+}

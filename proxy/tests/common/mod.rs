@@ -340,3 +340,72 @@ pub fn result_text(v: &serde_json::Value) -> String {
         .unwrap_or_else(|| panic!("no text in {v}"))
         .to_string()
 }
+
+/// An `initialize` request with extra headers; the HTTP status (0 when it could not be sent).
+pub async fn init_status(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .body(init_body("2025-06-18"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub const TEST_PASSWORD: &str = "a fine long passphrase";
+
+/// Log in to the gateway's identity service at `base`; the access token.
+pub async fn login(base: &str, email: &str) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": TEST_PASSWORD}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let token = v["access_token"].as_str().unwrap_or_default();
+    assert!(!token.is_empty(), "login failed: {v}");
+    token.to_string()
+}
+
+/// Register `email` (password [`TEST_PASSWORD`]) and log in; (user id, access token).
+pub async fn register_and_login(base: &str, email: &str) -> (String, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/auth/register"))
+        .json(&serde_json::json!({"email": email, "password": TEST_PASSWORD}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("register: {e}"));
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap_or_default()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (id, login(base, email).await)
+}
