@@ -86,17 +86,7 @@ async fn init_with(url: &str, auth: Option<&str>) -> reqwest::Response {
 }
 
 async fn session_for(url: &str, token: &str) -> (reqwest::Client, String) {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let http = bearer_client(token);
     let sid = raw_session(&http, url).await;
     (http, sid)
 }

@@ -321,17 +321,7 @@ impl Drop for Setup {
 }
 
 fn client(user: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        "authorization",
-        format!("Bearer {}", token(user, &["user"]))
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    bearer_client(&token(user, &["user"]))
 }
 
 /// One `tools/call add` with `X-Request-Id: id`; returns the HTTP status.

@@ -590,17 +590,7 @@ async fn per_session_children_get_the_callers_identity() {
             &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            "authorization",
-            format!("Bearer {token}")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(h)
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let http = bearer_client(&token);
         let sid = raw_session(&http, &u).await;
         let (status, r) = raw_call(&http, &u, &sid, 2, "whoami", json!({})).await;
         assert_eq!(status, 200);

@@ -49,17 +49,7 @@ async fn start(worker_flags: &str) -> Gateway {
 }
 
 fn client(tok: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        "authorization",
-        format!("Bearer {tok}")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    bearer_client(tok)
 }
 
 async fn post(
