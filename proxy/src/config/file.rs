@@ -121,7 +121,11 @@ pub struct PublicKeyFile {
 #[derive(Debug, Deserialize)]
 pub struct DatabaseFile {
     /// `sqlite://data/gateway.db` or `postgres://user@host/db`.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Name of an environment variable holding the URL instead (a Secret on Kubernetes).
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
     /// Apply migrations at start.
     #[serde(default = "default_true")]
     pub migrate: bool,
@@ -144,6 +148,9 @@ pub struct RedisFile {
     /// One server: `redis://127.0.0.1:6379` (`rediss://` for TLS is not built in yet).
     #[serde(default)]
     pub url: Option<Spanned<String>>,
+    /// One server whose URL is in this environment variable (a Secret on Kubernetes).
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
     /// A master found through Redis Sentinel (re-discovered after a failover).
     #[serde(default)]
     pub sentinel: Option<RedisSentinelFile>,

@@ -116,6 +116,46 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// `url`, or the value of the environment variable `url_env` names: exactly one.
+    /// The value is never put in an error message (it may hold a password).
+    fn url_or_env(
+        &mut self,
+        url: &Option<Spanned<String>>,
+        url_env: &Option<Spanned<String>>,
+        section: &str,
+    ) -> Option<String> {
+        match (url, url_env) {
+            (Some(u), None) => Some(u.value.clone()),
+            (None, Some(var)) => match std::env::var(&var.value) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    self.err(
+                        &var.referenced,
+                        format!("{section}.url_env"),
+                        format!("the environment variable {} is not set", var.value),
+                    );
+                    None
+                }
+            },
+            (Some(_), Some(var)) => {
+                self.err(
+                    &var.referenced,
+                    format!("{section}.url_env"),
+                    "give url or url_env, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    &Location::UNKNOWN,
+                    format!("{section}.url"),
+                    "expected url (or url_env)",
+                );
+                None
+            }
+        }
+    }
+
     fn client_ip(&mut self, f: Option<&ClientIpFile>) -> ClientIpConfig {
         let Some(f) = f else {
             return ClientIpConfig::default();
@@ -398,22 +438,20 @@ impl Validator<'_> {
                 self.err(&u.referenced, "public_url", "expected http:// or https://");
             }
         }
-        let database = f.database.as_ref().map(|d| DatabaseConfig {
-            url: d.url.clone(),
-            migrate: d.migrate,
-        });
-        if let Some(d) = &database {
-            if !(d.url.starts_with("sqlite:")
-                || d.url.starts_with("postgres://")
-                || d.url.starts_with("postgresql://"))
+        let database = f.database.as_ref().and_then(|d| {
+            let url = self.url_or_env(&d.url, &d.url_env, "database")?;
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
             {
-                self.err(
-                    &Location::UNKNOWN,
-                    "database.url",
-                    "expected sqlite:… or postgres://…",
-                );
+                let at = d.url.as_ref().map(|u| u.referenced).unwrap_or(Location::UNKNOWN);
+                self.err(&at, "database.url", "expected sqlite:… or postgres://…");
             }
-        }
+            Some(DatabaseConfig {
+                url,
+                migrate: d.migrate,
+            })
+        });
         let identity = f.identity.as_ref().map(|i| {
             let base = public_url
                 .clone()
@@ -1267,5 +1305,52 @@ mod client_ip_tests {
         let lone = format!("{BASE}client_ip: {{ header: x-real-ip }}\n");
         let errs = parse_and_validate(&lone, "t.yaml").unwrap_err().to_string();
         assert!(errs.contains("only read from trusted proxies"), "{errs}");
+    }
+}
+
+#[cfg(test)]
+mod url_env_tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:8080\nadmin: 127.0.0.1:9090\nroutes:\n  - { path: /mcp, pool: p }\npools:\n  p: { upstreams: [\"127.0.0.1:9\"] }\n";
+
+    #[test]
+    fn urls_come_from_the_environment_and_never_into_errors() {
+        // Names of this test only: the environment is shared by the tests.
+        std::env::set_var("URL_ENV_TEST_PG", "postgres://gw:s3cret-pw@db.internal/gateway");
+        std::env::set_var("URL_ENV_TEST_REDIS", "redis://:s3cret-pw@cache.internal:6379");
+        let text = format!(
+            "{BASE}database: {{ url_env: URL_ENV_TEST_PG }}\nredis: {{ url_env: URL_ENV_TEST_REDIS }}\n"
+        );
+        let cfg = parse_and_validate(&text, "t.yaml").unwrap();
+        assert_eq!(
+            cfg.database.unwrap().url,
+            "postgres://gw:s3cret-pw@db.internal/gateway"
+        );
+        assert_eq!(
+            cfg.redis.unwrap().topology,
+            RedisTopology::Standalone {
+                url: "redis://:s3cret-pw@cache.internal:6379".into()
+            }
+        );
+
+        std::env::set_var("URL_ENV_TEST_BAD", "mysql://root:s3cret-pw@db/x");
+        let text = format!(
+            "{BASE}database: {{ url_env: URL_ENV_TEST_BAD }}\nredis: {{ url_env: URL_ENV_TEST_UNSET }}\n"
+        );
+        let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+        assert!(errs.contains("expected sqlite:… or postgres://…"), "{errs}");
+        assert!(
+            errs.contains("t.yaml:8:") && errs.contains("URL_ENV_TEST_UNSET is not set"),
+            "{errs}"
+        );
+        assert!(!errs.contains("s3cret"), "a value leaked into an error: {errs}");
+
+        let both = format!("{BASE}database: {{ url: \"sqlite://x.db\", url_env: URL_ENV_TEST_PG }}\n");
+        let errs = parse_and_validate(&both, "t.yaml").unwrap_err().to_string();
+        assert!(errs.contains("give url or url_env, not both"), "{errs}");
+        let neither = format!("{BASE}database: {{ migrate: false }}\n");
+        let errs = parse_and_validate(&neither, "t.yaml").unwrap_err().to_string();
+        assert!(errs.contains("database.url"), "{errs}");
     }
 }

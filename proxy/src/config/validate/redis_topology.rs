@@ -11,6 +11,7 @@ impl Validator<'_> {
     pub(super) fn redis(&mut self, r: &RedisFile) -> Option<RedisConfig> {
         let given: Vec<&str> = [
             r.url.as_ref().map(|_| "url"),
+            r.url_env.as_ref().map(|_| "url_env"),
             r.sentinel.as_ref().map(|_| "sentinel"),
             r.cluster.as_ref().map(|_| "cluster"),
         ]
@@ -22,7 +23,7 @@ impl Validator<'_> {
                 self.err(
                     &Location::UNKNOWN,
                     "redis",
-                    "expected one of url, sentinel or cluster",
+                    "expected one of url, url_env, sentinel or cluster",
                 );
                 return None;
             }
@@ -32,7 +33,9 @@ impl Validator<'_> {
                     self.err(
                         &Location::UNKNOWN,
                         format!("redis.{other}"),
-                        format!("give only one of url, sentinel or cluster (also found {first})"),
+                        format!(
+                            "give only one of url, url_env, sentinel or cluster (also found {first})"
+                        ),
                     );
                 }
                 return None;
@@ -43,6 +46,19 @@ impl Validator<'_> {
             ok.then(|| RedisTopology::Standalone {
                 url: url.value.clone(),
             })
+        } else if r.url_env.is_some() {
+            let url = self.url_or_env(&None, &r.url_env, "redis")?;
+            let ok = url.starts_with("unix://")
+                || (url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok());
+            if !ok {
+                let at = r.url_env.as_ref().map(|v| v.referenced).unwrap_or(Location::UNKNOWN);
+                self.err(
+                    &at,
+                    "redis.url_env",
+                    "the variable's value is not a redis:// URL",
+                );
+            }
+            ok.then_some(RedisTopology::Standalone { url })
         } else if let Some(s) = &r.sentinel {
             let mut ok = self.redis_nodes(&s.nodes, "redis.sentinel.nodes");
             if s.master.value.trim().is_empty() {
