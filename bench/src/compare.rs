@@ -297,7 +297,7 @@ pub fn headline(rows: &[TargetRow]) -> String {
     t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let f = |g: &dyn Fn(&TargetRow) -> Option<f64>, base: Option<&TargetRow>| {
-            ratio(g(r), base.and_then(|b| g(b)))
+            ratio(g(r), base.and_then(g))
         };
         let _ = writeln!(
             t,

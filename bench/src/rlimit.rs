@@ -22,6 +22,8 @@ pub fn nofile() -> Result<NoFile, String> {
             std::io::Error::last_os_error()
         ));
     }
+    // rlim_t is u64 on Linux but not on every platform.
+    #[allow(clippy::unnecessary_cast)]
     Ok(NoFile {
         soft: lim.rlim_cur as u64,
         hard: lim.rlim_max as u64,
