@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Compare one MCP worker reached three ways, in interleaved rounds:
-#   direct  - mcp-bench -> mcp-worker
-#   gateway - mcp-bench -> mcp-proxy (remote pool) -> the same mcp-worker
-#   nginx   - mcp-bench -> nginx (plain reverse proxy) -> the same mcp-worker
+# Compare one MCP worker reached four ways, in interleaved rounds:
+#   direct       - mcp-bench -> mcp-worker
+#   gateway-full - mcp-bench -> mcp-proxy with JWT (HS256 issuer), a rate limit
+#                  and the request log (Redis stream -> SQLite) -> the same worker
+#   gateway      - mcp-bench -> mcp-proxy, routing only (request log off)
+#   nginx        - mcp-bench -> nginx (plain reverse proxy) -> the same worker
 # Stage 1: closed loop at fixed concurrency (throughput at saturation), rounds
 # direct gateway nginx, direct gateway nginx, ...
 # Stage 2: open loop at half of nginx's median stage-1 throughput (latency at a
@@ -32,12 +34,19 @@ Usage: bench/compare.sh [options]
   --out DIR             keep JSON/HTML reports and the summary here (default: a temp dir)
   --variant NAME=FILE   also measure a gateway whose config is the base one plus the YAML
                         in FILE (repeatable), e.g. rate limits: bench/variants/limit-local.yaml
-  --only-gateways       measure the gateway and its variants only (no direct, no nginx)
+  --only-gateways       measure the gateways and variants only (no direct, no nginx)
+  --no-full             leave out gateway-full (JWT + rate limit + request log)
+  --streams K[,K...]    after the load stages, hold K idle sessions with their SSE streams
+                        open through every target and report memory per stream
+  --streams-only        skip the load stages (with --streams)
+  --streams-hold D      how long the streams are held (default 10s)
   --no-build            do not run cargo build --release
   -h, --help            this help
 Binaries: target/release/{mcp-bench,mcp-worker,mcp-proxy}, overridable with
 MCP_BENCH_BIN, MCP_WORKER_BIN, MCP_PROXY_BIN; nginx from PATH or NGINX_BIN
-(installed with apt-get when missing).
+(installed with apt-get when missing). gateway-full checks its rate limit in Redis
+and ships its request log through a Redis stream when Redis answers at
+REDIS_URL (default redis://127.0.0.1:6379), else in process / straight to SQLite.
 EOF
 }
 
@@ -56,6 +65,10 @@ OUT=""
 BUILD=1
 VARIANTS=()
 ONLY_GATEWAYS=0
+FULL=1
+STREAMS=""
+STREAMS_ONLY=0
+STREAMS_HOLD=10s
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -74,6 +87,10 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --variant) VARIANTS+=("$2"); shift ;;
         --only-gateways) ONLY_GATEWAYS=1 ;;
+        --no-full) FULL=0 ;;
+        --streams) STREAMS="$2"; shift ;;
+        --streams-only) STREAMS_ONLY=1 ;;
+        --streams-hold) STREAMS_HOLD="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -86,7 +103,17 @@ if [ "$SMOKE" = 1 ]; then
     WARMUP=200ms
     CONCURRENCY=4
     SESSIONS=2
+    STREAMS_HOLD=1s
 fi
+[ "$STREAMS_ONLY" = 0 ] || [ -n "$STREAMS" ] || { echo "compare.sh: --streams-only needs --streams" >&2; exit 2; }
+for k in ${STREAMS//,/ }; do
+    case "$k" in ''|*[!0-9]*) echo "compare.sh: --streams takes counts, got $STREAMS" >&2; exit 2 ;; esac
+done
+
+# Every server and the generator hold one descriptor per connection (the
+# proxies two: client and worker side): use all the hard limit allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
@@ -122,6 +149,9 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-compare.XXXXXX")"
 [ -n "$OUT" ] || OUT="$WORK/results"
 mkdir -p "$OUT"
 PIDS=()
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+REDIS_PREFIX="mcp-bench-$$-$RANDOM"
+REDIS_USED=0
 cleanup() {
     local status=$? pid
     for pid in "${PIDS[@]}"; do
@@ -130,6 +160,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # Only this run's keys (its own prefix).
+    if [ "$REDIS_USED" = 1 ] && command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -u "$REDIS_URL" --scan --pattern "*$REDIS_PREFIX*" 2>/dev/null \
+            | while read -r key; do redis-cli -u "$REDIS_URL" del "$key" >/dev/null 2>&1 || true; done
+    fi
     if [ "$status" -ne 0 ]; then
         log "logs kept in $WORK"
     else
@@ -192,7 +227,7 @@ wait_port() {
 wait_mcp() {
     local url="$1" name="$2" i
     for i in $(seq 1 50); do
-        if "$BENCH" run --url "$url" --duration 100ms --warmup 0s --concurrency 1 --sessions 1 \
+        if MCP_BENCH_TOKEN="${TOKEN[$name]:-}" "$BENCH" run --url "$url" --duration 100ms --warmup 0s --concurrency 1 --sessions 1 \
             --workload small_call=1 --protocol "$PROTOCOL" --quiet >/dev/null 2>&1; then
             return 0
         fi
@@ -212,10 +247,13 @@ WORKER_PID=$!
 PIDS+=("$WORKER_PID")
 wait_port "$WORKER_PORT" "mcp-worker"
 
+# The base configuration: routing only. The request log is off (one line,
+# so that a variant setting `logging:` replaces it).
 cat >"$WORK/gateway.yaml" <<EOF
 listen: 127.0.0.1:$GATEWAY_PORT
 admin: 127.0.0.1:$ADMIN_PORT
 threads: $GATEWAY_THREADS
+logging: { enabled: false }
 routes:
   - path: /mcp
     pool: remote
@@ -231,6 +269,79 @@ GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_port "$GATEWAY_PORT" "mcp-proxy"
 
+# gateway.yaml with another listener and admin port, minus the one-line
+# top-level keys that FILE sets, plus FILE.
+derive_config() {
+    local port="$1" admin="$2" file="$3" keys
+    keys="$(grep -oE '^[a-z_]+:' "$file" | tr -d ':' | sort -u | paste -sd'|' || true)"
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s/^admin: .*/admin: 127.0.0.1:$admin/" \
+        "$WORK/gateway.yaml" \
+        | { if [ -n "$keys" ]; then grep -vE "^($keys): *[{].*[}] *$" || true; else cat; fi; }
+    cat "$file"
+}
+
+redis_answers() {
+    local hostport="${REDIS_URL#redis://}"
+    hostport="${hostport%%/*}"
+    (
+        exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}" || exit 1
+        printf 'PING\r\n' >&3
+        read -r -t 2 line <&3 || exit 1
+        [[ "$line" == +PONG* ]]
+    ) 2>/dev/null
+}
+
+# gateway-full: JWT from an outside HS256 issuer (a shared secret, as Supabase
+# does), a per-user rate limit that never refuses, the request log to SQLite
+# (through a Redis stream when Redis answers).
+declare -A TOKEN=()
+FULL_NOTE=""
+FULL_PID=""
+if [ "$FULL" = 1 ]; then
+    FULL_PORT="$(free_port)"
+    FULL_ADMIN="$(free_port)"
+    MCP_BENCH_JWT_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    export MCP_BENCH_JWT_SECRET
+    JWT_ISS="https://bench.invalid/auth/v1"
+    JWT_AUD="mcp-bench"
+    TOKEN[gateway-full]="$("$BENCH" token --iss "$JWT_ISS" --aud "$JWT_AUD" --sub bench-user --ttl 24h)" \
+        || die "mcp-bench token failed"
+    if redis_answers; then
+        REDIS_USED=1
+        LIMIT_BACKEND=redis
+        REDIS_LINE="redis: { url: \"$REDIS_URL\", prefix: $REDIS_PREFIX }"
+        FULL_NOTE="gateway-full: JWT (HS256 issuer), rate limit in Redis, request log via a Redis stream into SQLite"
+    else
+        LIMIT_BACKEND=local
+        REDIS_LINE=""
+        FULL_NOTE="gateway-full: JWT (HS256 issuer), rate limit in process (no Redis at $REDIS_URL), request log straight into SQLite"
+    fi
+    cat >"$WORK/full.yaml" <<EOF
+$REDIS_LINE
+database: { url: "sqlite://$WORK/gateway-full.db" }
+logging: { enabled: true, spool_dir: "$WORK/spool-full" }
+auth:
+  issuers:
+    - name: bench
+      issuer: "$JWT_ISS"
+      audiences: ["$JWT_AUD"]
+      algorithms: [HS256]
+      secret_env: MCP_BENCH_JWT_SECRET
+rate_limits:
+  defaults: false
+  redis_timeout: 50ms
+  policies:
+    bench: { key: [user], rate: 100000000/s, backend: $LIMIT_BACKEND, on_redis_error: allow }
+EOF
+    derive_config "$FULL_PORT" "$FULL_ADMIN" "$WORK/full.yaml" >"$WORK/gateway-full.yaml"
+    "$PROXY" validate --config "$WORK/gateway-full.yaml" >&2 || die "gateway-full: invalid config"
+    "${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway-full.yaml" >"$WORK/gateway-full.log" 2>&1 &
+    FULL_PID=$!
+    PIDS+=("$FULL_PID")
+    wait_port "$FULL_PORT" "mcp-proxy (gateway-full)"
+    log "$FULL_NOTE"
+fi
+
 declare -A VARIANT_URL=()
 declare -A VARIANT_PID=()
 VARIANT_NAMES=()
@@ -240,9 +351,7 @@ for v in "${VARIANTS[@]}"; do
     [ -f "$vfile" ] || die "variant $vname: no file $vfile"
     vport="$(free_port)"
     vadmin="$(free_port)"
-    sed -e "s/^listen: .*/listen: 127.0.0.1:$vport/" -e "s/^admin: .*/admin: 127.0.0.1:$vadmin/" \
-        "$WORK/gateway.yaml" >"$WORK/gateway-$vname.yaml"
-    cat "$vfile" >>"$WORK/gateway-$vname.yaml"
+    derive_config "$vport" "$vadmin" "$vfile" >"$WORK/gateway-$vname.yaml"
     "$PROXY" validate --config "$WORK/gateway-$vname.yaml" >&2 || die "variant $vname: invalid config"
     "${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway-$vname.yaml" >"$WORK/gateway-$vname.log" 2>&1 &
     VARIANT_PID[$vname]=$!
@@ -260,7 +369,8 @@ master_process off;
 worker_processes 1;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $NOFILE; }
 http {
     access_log off;
     client_body_temp_path $WORK/nginx/client_body;
@@ -301,10 +411,16 @@ declare -A URL=(
 )
 declare -A PROXY_PID=([direct]="" [gateway]="$GATEWAY_PID" [nginx]="$NGINX_PID")
 if [ "$ONLY_GATEWAYS" = 1 ]; then
-    TARGETS=(gateway)
+    TARGETS=()
 else
-    TARGETS=(direct gateway)
+    TARGETS=(direct)
 fi
+if [ "$FULL" = 1 ]; then
+    URL[gateway-full]="http://127.0.0.1:$FULL_PORT/mcp"
+    PROXY_PID[gateway-full]="$FULL_PID"
+    TARGETS+=(gateway-full)
+fi
+TARGETS+=(gateway)
 for vname in "${VARIANT_NAMES[@]}"; do
     URL[$vname]="${VARIANT_URL[$vname]}"
     PROXY_PID[$vname]="${VARIANT_PID[$vname]}"
@@ -316,7 +432,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 log "machine: $NCPU CPUs, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
-log "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); gateway threads: $GATEWAY_THREADS"
+log "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); gateway threads: $GATEWAY_THREADS; open files: $NOFILE"
 log "rounds $ROUNDS, duration $DURATION, warm-up $WARMUP, concurrency $CONCURRENCY, sessions $SESSIONS, protocol $PROTOCOL"
 
 COMMON=(--duration "$DURATION" --warmup "$WARMUP" --sessions "$SESSIONS" --payload-bytes "$PAYLOAD"
@@ -333,14 +449,16 @@ cpu_ticks() {
     echo "$total"
 }
 
+SERVER_PIDS=("$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}" ${FULL_PID:+"$FULL_PID"})
+
 # Wait (up to 60 s) until the servers use under ~4 % of a CPU, so that work
 # left queued by an overloaded phase does not leak into the next one.
 wait_idle() {
     local start=$SECONDS a b
     while [ $(( SECONDS - start )) -lt 60 ]; do
-        a="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}")"
+        a="$(cpu_ticks "${SERVER_PIDS[@]}")"
         sleep 0.5
-        b="$(cpu_ticks "$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}")"
+        b="$(cpu_ticks "${SERVER_PIDS[@]}")"
         if [ $(( b - a )) -le 2 ]; then
             [ $(( SECONDS - start )) -ge 2 ] && log "servers idle after $(( SECONDS - start )) s"
             return 0
@@ -358,7 +476,7 @@ run_phase() {
     [ -n "${PROXY_PID[$target]}" ] && watch+=(--watch-pid "proxy=${PROXY_PID[$target]}")
     local name="$stage-r$round-$target"
     log "$stage round $round: $target"
-    if ! "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" "${COMMON[@]}" "$@" "${watch[@]}" \
+    if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" "${COMMON[@]}" "$@" "${watch[@]}" \
         --label "$target/$stage/r$round" --json "$OUT/$name.json" --html "$OUT/$name.html" \
         2>>"$WORK/bench-progress.log" | sed -n '3,4p;/body end/p' >&2; then
         die "mcp-bench failed for $target ($stage, round $round)"
@@ -366,6 +484,22 @@ run_phase() {
     [ -s "$OUT/$name.json" ] || die "no report for $target ($stage, round $round)"
 }
 
+# run_streams TARGET COUNT
+run_streams() {
+    local target="$1" count="$2"
+    wait_idle
+    local watch=(--watch-pid "worker=$WORKER_PID")
+    [ -n "${PROXY_PID[$target]}" ] && watch+=(--watch-pid "proxy=${PROXY_PID[$target]}")
+    log "streams $count: $target"
+    mkdir -p "$OUT/streams"
+    if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" streams --url "${URL[$target]}" \
+        --count "$count" --hold "$STREAMS_HOLD" "${watch[@]}" --label "$target/streams/$count" \
+        --json "$OUT/streams/$target-$count.json" 2>>"$WORK/bench-progress.log" >&2; then
+        log "warning: mcp-bench streams held no stream for $target ($count)"
+    fi
+}
+
+if [ "$STREAMS_ONLY" = 0 ]; then
 for r in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         run_phase "$t" closed "$r" --mode closed --concurrency "$CONCURRENCY"
@@ -390,5 +524,25 @@ for r in $(seq 1 "$ROUNDS"); do
         run_phase "$t" open "$r" --mode open --rate "$RATE"
     done
 done
+fi
 
-"$BENCH" compare --results "$OUT" | tee "$OUT/summary.md"
+for k in ${STREAMS//,/ }; do
+    for t in "${TARGETS[@]}"; do
+        run_streams "$t" "$k"
+    done
+done
+
+{
+    echo "Targets: direct = the worker; gateway = routing only; nginx = plain reverse proxy."
+    [ -z "$FULL_NOTE" ] || echo "$FULL_NOTE."
+    if [ "$FULL" = 1 ]; then
+        metrics="$(curl -s "http://127.0.0.1:$FULL_ADMIN/metrics" 2>/dev/null \
+            | grep -E '^mcp_gateway_log_(stored|dropped|spooled)_total' | tr '\n' ' ' || true)"
+        rows=""
+        command -v sqlite3 >/dev/null 2>&1 \
+            && rows="$(sqlite3 "$WORK/gateway-full.db" 'select count(*) from request_logs' 2>/dev/null || true)"
+        echo "gateway-full request log: ${rows:-?} rows in SQLite so far; ${metrics:-no metrics}"
+    fi
+    echo
+    "$BENCH" compare --results "$OUT"
+} | tee "$OUT/summary.md"

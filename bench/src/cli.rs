@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::mcp::Protocol;
 use crate::procstat::parse_watch;
 use crate::runner::{LoadMode, RunConfig};
+use crate::streams::StreamsConfig;
 use crate::workload::Mix;
 
 /// Default operation mix.
@@ -30,6 +31,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Summarize the JSON reports written by bench/compare.sh.
     Compare(CompareArgs),
+    /// Hold many idle sessions with their SSE streams open; report the
+    /// watched processes' memory per stream.
+    Streams(StreamsArgs),
+    /// Print an HS256 JWT signed with a shared secret (for a gateway that
+    /// trusts such an issuer).
+    Token(TokenArgs),
 }
 
 /// Closed or open loop.
@@ -117,6 +124,87 @@ pub struct CompareArgs {
     pub suggest_open_rate: Option<String>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct StreamsArgs {
+    /// MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long)]
+    pub url: String,
+    /// Sessions, each with one standalone SSE stream.
+    #[arg(long)]
+    pub count: usize,
+    /// How long to hold the streams open once they are all open.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Pause before the RSS samples after opening and after closing.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Bearer token (Authorization header).
+    #[arg(long, env = "MCP_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Sessions (and streams) being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub open_concurrency: usize,
+    /// Timeout of one initialize, stream opening or DELETE.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Report the RSS of a process (repeatable).
+    #[arg(long = "watch-pid", value_name = "NAME=PID")]
+    pub watch_pid: Vec<String>,
+    /// Label stored in the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress lines and no text summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl StreamsArgs {
+    /// Validate and turn the options into a run description.
+    pub fn to_config(&self) -> Result<StreamsConfig, String> {
+        let watch = self
+            .watch_pid
+            .iter()
+            .map(|s| parse_watch(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cfg = StreamsConfig {
+            url: self.url.clone(),
+            count: self.count,
+            hold: self.hold,
+            settle: self.settle,
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            open_concurrency: self.open_concurrency,
+            timeout: self.timeout,
+            watch,
+            label: self.label.clone(),
+            progress: !self.quiet,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Shared secret (at least 32 bytes).
+    #[arg(long, env = "MCP_BENCH_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// `iss` claim.
+    #[arg(long)]
+    pub iss: String,
+    /// `aud` claim.
+    #[arg(long)]
+    pub aud: String,
+    /// `sub` claim.
+    #[arg(long, default_value = "mcp-bench")]
+    pub sub: String,
+    /// Lifetime (`exp` = now + this).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
 /// Parse `10s`, `250ms`, `1m`, ...
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
@@ -175,7 +263,7 @@ mod tests {
         let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
         match cli.command {
             Command::Run(a) => a.to_config(),
-            Command::Compare(_) => Err("wrong command".into()),
+            _ => Err("wrong command".into()),
         }
     }
 
@@ -237,5 +325,59 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["--url", "http://h/mcp", "--protocol", "2024-01-01"]).is_err());
+    }
+
+    #[test]
+    fn streams_and_token_options() {
+        let cli = Cli::try_parse_from([
+            "mcp-bench",
+            "streams",
+            "--url",
+            "http://h/mcp",
+            "--count",
+            "50",
+            "--hold",
+            "2s",
+            "--watch-pid",
+            "proxy=7",
+        ])
+        .expect("parses");
+        let Command::Streams(a) = cli.command else {
+            panic!("not streams");
+        };
+        let cfg = a.to_config().expect("valid");
+        assert_eq!(cfg.count, 50);
+        assert_eq!(cfg.hold, Duration::from_secs(2));
+        assert_eq!(cfg.open_concurrency, 64);
+        assert_eq!(cfg.watch, vec![("proxy".to_owned(), 7)]);
+        let zero = Cli::try_parse_from([
+            "mcp-bench",
+            "streams",
+            "--url",
+            "http://h/mcp",
+            "--count",
+            "0",
+        ])
+        .expect("parses");
+        let Command::Streams(a) = zero.command else {
+            panic!("not streams");
+        };
+        assert!(a.to_config().is_err());
+        let tok = Cli::try_parse_from([
+            "mcp-bench",
+            "token",
+            "--secret",
+            "s",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+        ])
+        .expect("parses");
+        let Command::Token(t) = tok.command else {
+            panic!("not token");
+        };
+        assert_eq!(t.sub, "mcp-bench");
+        assert_eq!(t.ttl, Duration::from_secs(3600));
     }
 }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::report::Report;
+use crate::streams::{StreamProcMem, StreamsReport};
 
 /// Name of the watched proxy process (gateway or nginx) in reports.
 pub const PROXY_PROC: &str = "proxy";
@@ -41,6 +42,8 @@ pub struct TargetRow {
     pub proxy_cpu_open: Option<f64>,
     /// Worker CPU µs per request, open loop.
     pub worker_cpu_open: Option<f64>,
+    /// Worker CPU µs per request, closed loop.
+    pub worker_cpu_closed: Option<f64>,
     /// Proxy peak RSS, KiB (largest over all reports).
     pub proxy_rss_kib: Option<u64>,
     /// Errors summed over all reports.
@@ -104,6 +107,84 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Report>, String> {
     Ok(reports)
 }
 
+/// Read every `*.json` streams report in `dir` (none when `dir` is absent).
+pub fn load_streams_dir(dir: &Path) -> Result<Vec<StreamsReport>, String> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let r: StreamsReport = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a streams report: {e}", p.display()))?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Stream count a projection of the proxy's RSS is made for.
+pub const PROJECT_STREAMS: u64 = 20_000;
+
+fn stream_proc<'a>(r: &'a StreamsReport, name: &str) -> Option<&'a StreamProcMem> {
+    r.processes.iter().find(|p| p.name == name)
+}
+
+/// Table of streams runs (labelled `TARGET/streams/K`), by count then target.
+pub fn streams_markdown(reports: &[StreamsReport]) -> String {
+    let target = |r: &StreamsReport| {
+        r.label
+            .as_deref()
+            .and_then(|l| l.split('/').next())
+            .unwrap_or(&r.url)
+            .to_owned()
+    };
+    let mut sorted: Vec<&StreamsReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| r.count);
+    let mut t = String::new();
+    t.push_str("| target | streams asked | held | failed | ended early | proxy RSS before MiB | proxy RSS held MiB | proxy KiB/stream | ×nginx | proxy RSS at 20k MiB (projected) | worker KiB/stream |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in &sorted {
+        let nginx = sorted
+            .iter()
+            .find(|n| n.count == r.count && target(n) == "nginx")
+            .and_then(|n| stream_proc(n, PROXY_PROC))
+            .and_then(|p| p.kib_per_stream);
+        let proxy = stream_proc(r, PROXY_PROC);
+        let worker = stream_proc(r, WORKER_PROC);
+        let per = proxy.and_then(|p| p.kib_per_stream);
+        let projected = proxy.and_then(|p| {
+            let per = p.kib_per_stream?;
+            let extra = PROJECT_STREAMS as f64 - r.streams_held as f64;
+            Some((p.rss_held_kib as f64 + extra * per) / 1024.0)
+        });
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            target(r),
+            r.count,
+            r.streams_held,
+            r.sessions_failed + r.streams_failed,
+            r.streams_lost,
+            num(proxy.map(|p| p.rss_before_kib as f64 / 1024.0), 1),
+            num(proxy.map(|p| p.rss_held_kib as f64 / 1024.0), 1),
+            num(per, 1),
+            ratio(per, nginx),
+            num(projected, 0),
+            num(worker.and_then(|w| w.kib_per_stream), 1),
+        );
+    }
+    t
+}
+
 /// Medians per target, in first-seen order.
 pub fn rows(reports: &[Report]) -> Vec<TargetRow> {
     let mut order: Vec<String> = Vec::new();
@@ -145,6 +226,7 @@ pub fn rows(reports: &[Report]) -> Vec<TargetRow> {
                 proxy_cpu_closed: m(&closed, &|r| proc_cpu(r, PROXY_PROC)),
                 proxy_cpu_open: m(&open, &|r| proc_cpu(r, PROXY_PROC)),
                 worker_cpu_open: m(&open, &|r| proc_cpu(r, WORKER_PROC)),
+                worker_cpu_closed: m(&closed, &|r| proc_cpu(r, WORKER_PROC)),
                 proxy_rss_kib: rs
                     .iter()
                     .flat_map(|r| r.results.processes.iter())
@@ -182,12 +264,74 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Markdown tables of the comparison.
-pub fn markdown(rows: &[TargetRow]) -> String {
+fn signed(v: Option<f64>) -> String {
+    match v {
+        Some(x) => format!("{x:+.0}"),
+        None => "–".into(),
+    }
+}
+
+impl TargetRow {
+    /// Server CPU per request in the open loop: proxy (if any) + worker.
+    pub fn server_cpu_open(&self) -> Option<f64> {
+        match (self.proxy_cpu_open, self.worker_cpu_open) {
+            (Some(p), Some(w)) => Some(p + w),
+            (None, w) => w,
+            (Some(p), None) => Some(p),
+        }
+    }
+
+    /// Proxy peak RSS in MiB.
+    pub fn proxy_rss_mib(&self) -> Option<f64> {
+        self.proxy_rss_kib.map(|k| k as f64 / 1024.0)
+    }
+}
+
+/// The headline table: each figure with its ratio to nginx and to direct.
+pub fn headline(rows: &[TargetRow]) -> String {
     let find = |name: &str| rows.iter().find(|r| r.target == name);
     let nginx = find("nginx");
     let direct = find("direct");
     let mut t = String::new();
+    t.push_str("| target | req/s at saturation | ×nginx | ×direct | open-loop p50 µs | ×nginx | ×direct | open-loop p99 µs | ×nginx | ×direct | p99 − direct µs | server CPU µs/req | ×nginx | ×direct | proxy CPU µs/req | ×nginx | proxy peak RSS MiB | ×nginx |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let f = |g: &dyn Fn(&TargetRow) -> Option<f64>, base: Option<&TargetRow>| {
+            ratio(g(r), base.and_then(g))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.target,
+            num(r.closed_rate, 0),
+            f(&|x| x.closed_rate, nginx),
+            f(&|x| x.closed_rate, direct),
+            num(r.open_p50, 0),
+            f(&|x| x.open_p50, nginx),
+            f(&|x| x.open_p50, direct),
+            num(r.open_p99, 0),
+            f(&|x| x.open_p99, nginx),
+            f(&|x| x.open_p99, direct),
+            signed(r.open_p99.zip(direct.and_then(|d| d.open_p99)).map(|(a, b)| a - b)),
+            num(r.server_cpu_open(), 1),
+            f(&|x| x.server_cpu_open(), nginx),
+            f(&|x| x.server_cpu_open(), direct),
+            num(r.proxy_cpu_open, 1),
+            f(&|x| x.proxy_cpu_open, nginx),
+            num(r.proxy_rss_mib(), 1),
+            f(&|x| x.proxy_rss_mib(), nginx),
+        );
+    }
+    t
+}
+
+/// Markdown tables of the comparison: the headline, then the details.
+pub fn markdown(rows: &[TargetRow]) -> String {
+    let find = |name: &str| rows.iter().find(|r| r.target == name);
+    let nginx = find("nginx");
+    let direct = find("direct");
+    let mut t = headline(rows);
+    t.push('\n');
     t.push_str("| target | closed-loop req/s | vs nginx | vs direct | open-loop rate | p50 µs | p99 µs | p99 vs nginx | p99 vs direct | errors/requests |\n");
     t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
@@ -320,5 +464,85 @@ mod tests {
         let md = markdown(&rows);
         assert!(md.contains("| gateway | 600 | 0.71× | 0.60× |"), "{md}");
         assert!(md.contains("| gateway | 40.0 | 2.00× |"), "{md}");
+    }
+
+    fn streams_report(label: &str, held: u64, proxy_kib: Option<(u64, u64)>) -> StreamsReport {
+        StreamsReport {
+            schema: 1,
+            kind: "streams".into(),
+            label: Some(label.into()),
+            url: "http://127.0.0.1:1/mcp".into(),
+            count: held as usize,
+            hold_s: 1.0,
+            auth: false,
+            nofile_soft: 1024,
+            nofile_hard: 1024,
+            sessions_opened: held,
+            sessions_failed: 0,
+            streams_opened: held,
+            streams_failed: 0,
+            streams_lost: 0,
+            streams_held: held,
+            stream_bytes: 0,
+            sessions_open_s: 0.1,
+            streams_open_s: 0.1,
+            deletes_ok: held,
+            deletes_failed: 0,
+            errors_by_kind: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            processes: proxy_kib
+                .map(|(sessions, held_kib)| StreamProcMem {
+                    name: PROXY_PROC.into(),
+                    pid: 1,
+                    rss_before_kib: sessions,
+                    rss_sessions_kib: sessions,
+                    rss_streams_kib: held_kib,
+                    rss_held_kib: held_kib,
+                    rss_closed_kib: sessions,
+                    kib_per_stream: crate::streams::per_stream(sessions, held_kib, held),
+                    kib_per_session_and_stream: None,
+                })
+                .into_iter()
+                .collect(),
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn streams_table() {
+        let reports = vec![
+            streams_report("gateway/streams/1000", 1000, Some((10_240, 30_240))),
+            streams_report("nginx/streams/1000", 1000, Some((2_048, 12_048))),
+            streams_report("direct/streams/1000", 1000, None),
+        ];
+        let md = streams_markdown(&reports);
+        // 20 KiB per stream, 2× nginx's 10; at 20k: 30240 + 19000 × 20 KiB = 400.6 MiB.
+        assert!(
+            md.contains("| gateway | 1000 | 1000 | 0 | 0 | 10.0 | 29.5 | 20.0 | 2.00× | 401 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| direct | 1000 | 1000 | 0 | 0 | – | – | – | – | – | – |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn headline_ratios() {
+        let reports = vec![
+            report("direct/closed/r1", false, 100, 1000, None),
+            report("direct/open/r1", true, 100, 400, None),
+            report("gateway/closed/r1", false, 200, 600, Some(50.0)),
+            report("gateway/open/r1", true, 400, 400, Some(40.0)),
+            report("nginx/closed/r1", false, 150, 800, Some(25.0)),
+            report("nginx/open/r1", true, 200, 400, Some(20.0)),
+        ];
+        let md = headline(&rows(&reports));
+        // p50 = p99 = the single latency; p99 − direct = 400 − 100.
+        assert!(
+            md.contains("| gateway | 600 | 0.75× | 0.60× | 400 | 2.00× | 4.00× | 400 | 2.00× | 4.00× | +300 | 40.0 | 2.00× | – | 40.0 | 2.00× | 2.0 | 1.00× |"),
+            "{md}"
+        );
+        assert!(md.contains("| direct | 1000 | 1.25× | 1.00× |"), "{md}");
     }
 }

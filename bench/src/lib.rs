@@ -9,14 +9,20 @@
 //! - [`report`]: text, JSON and HTML reports.
 //! - [`procstat`]: CPU and memory of the servers under test.
 //! - [`compare`]: summary of `bench/compare.sh` runs.
+//! - [`streams`]: many idle SSE streams and their memory cost.
+//! - [`token`]: HS256 test tokens.
+//! - [`rlimit`]: the open-file limit.
 
 pub mod cli;
 pub mod compare;
 pub mod mcp;
 pub mod procstat;
 pub mod report;
+pub mod rlimit;
 pub mod runner;
 pub mod scheduler;
 pub mod sse;
 pub mod stats;
+pub mod streams;
+pub mod token;
 pub mod workload;

@@ -258,6 +258,26 @@ pub fn match_answer(msg: &Value, id: u64) -> Result<Option<Value>, CallError> {
     }
 }
 
+/// Whether the answer to a standalone-stream `GET` opened a stream.
+pub fn check_stream_answer(status: u16, content_type: &str) -> Result<(), CallError> {
+    if !(200..300).contains(&status) {
+        return Err(CallError::Http {
+            status,
+            jsonrpc: None,
+        });
+    }
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("text/event-stream")
+    {
+        return Err(CallError::Protocol(format!(
+            "GET answered {status} with content type {content_type:?}, not text/event-stream"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a JSON-RPC message is a progress notification.
 pub fn is_progress(msg: &Value) -> bool {
     msg.get("method").and_then(Value::as_str) == Some("notifications/progress")
@@ -454,6 +474,36 @@ impl McpClient {
                 jsonrpc: None,
             })
         }
+    }
+
+    /// Open the session's standalone SSE stream (`GET` with
+    /// `Accept: text/event-stream`). Returns the response once its headers
+    /// say `200` and `text/event-stream`; its body is the open stream.
+    pub async fn open_stream(&self, session: &Session) -> Result<reqwest::Response, CallError> {
+        let mut req = self
+            .http
+            .get(self.url.clone())
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = &session.id {
+            req = req.header(HEADER_SESSION_ID, id.clone());
+        }
+        if let Some(v) = &session.version {
+            req = req.header(HEADER_PROTOCOL_VERSION, v.clone());
+        }
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let resp = req.send().await.map_err(|e| CallError::from_reqwest(&e))?;
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        // On a refusal the response is dropped unread: its connection closes.
+        check_stream_answer(status.as_u16(), &ctype)?;
+        Ok(resp)
     }
 
     /// Read the rest of a body (so the connection can be reused), briefly.
@@ -653,5 +703,19 @@ mod tests {
         );
         assert_eq!(CallError::Timeout.kind(), "timeout");
         assert_eq!(CallError::Connect("x".into()).kind(), "connect");
+    }
+
+    #[test]
+    fn stream_answers() {
+        assert!(check_stream_answer(200, "text/event-stream").is_ok());
+        assert!(check_stream_answer(200, "Text/Event-Stream; charset=utf-8").is_ok());
+        assert_eq!(
+            check_stream_answer(405, "text/plain").map_err(|e| e.kind()),
+            Err("http_405".into())
+        );
+        assert_eq!(
+            check_stream_answer(200, "application/json").map_err(|e| e.kind()),
+            Err("protocol".into())
+        );
     }
 }

@@ -251,3 +251,53 @@ fn cli_writes_json_and_html() {
     assert!(page.contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Many sessions with their standalone SSE streams open, held, closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_against_a_worker() {
+    use mcp_bench::streams::{run as run_streams, StreamsConfig};
+    let Some(worker) = start_worker(&[]) else {
+        return;
+    };
+    let pid = worker.child.id();
+    let cfg = StreamsConfig {
+        url: format!("http://{}/mcp", worker.addr),
+        count: 40,
+        hold: Duration::from_millis(500),
+        settle: Duration::from_millis(100),
+        token: None,
+        open_concurrency: 8,
+        timeout: Duration::from_secs(5),
+        watch: vec![("worker".into(), pid)],
+        label: Some("direct/streams/40".into()),
+        progress: false,
+    };
+    let r = run_streams(&cfg).await.expect("streams run");
+    assert_eq!(r.sessions_opened, 40, "{r:?}");
+    assert_eq!(r.streams_opened, 40, "{r:?}");
+    assert_eq!(r.streams_held, 40, "{r:?}");
+    assert_eq!(r.streams_lost, 0, "{r:?}");
+    assert_eq!(r.deletes_ok, 40, "{r:?}");
+    assert!(r.errors_by_kind.is_empty(), "{r:?}");
+    let p = &r.processes[0];
+    assert_eq!(p.pid, pid);
+    assert!(p.rss_before_kib > 0 && p.rss_held_kib > 0, "{p:?}");
+    assert!(p.kib_per_stream.is_some());
+    assert!(
+        r.to_text().contains("40 streams opened (0 failed)"),
+        "{}",
+        r.to_text()
+    );
+
+    // Nothing listens there: every session fails to connect, nothing is held.
+    let bad = StreamsConfig {
+        url: "http://127.0.0.1:1/mcp".into(),
+        count: 3,
+        watch: vec![],
+        ..cfg
+    };
+    let r = run_streams(&bad).await.expect("streams run");
+    assert_eq!(r.sessions_failed, 3);
+    assert_eq!(r.streams_held, 0);
+    assert_eq!(r.errors_by_kind.get("session_connect"), Some(&3), "{r:?}");
+}

@@ -13,8 +13,11 @@ use super::record::{AuditRecord, Entry, RequestRecord};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a batch write (connect included) may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per INSERT statement (25 parameters each; well below both databases' limits).
-const ROWS_PER_INSERT: usize = 400;
+/// Rows per INSERT statement (25 parameters each). Kept small: binding costs grows with the
+/// square of a statement's parameter count on SQLite (sqlx looks up each parameter's name,
+/// a linear scan in SQLite), and at 400 rows that alone took half the gateway's CPU under
+/// load (docs/benchmarks.md).
+const ROWS_PER_INSERT: usize = 8;
 
 const COLUMN_COUNT: usize = 25;
 const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
