@@ -1,9 +1,8 @@
 //! `bench/compare.sh --smoke --streams 50` end to end (about 25 s) with the
 //! binaries of this build: MCP_BENCH_BIN, MCP_WORKER_BIN and MCP_PROXY_BIN
 //! default to the siblings of the `mcp-bench` test binary (build them first
-//! with `cargo build --workspace`; the test prints `SKIPPED` when the worker
-//! or the gateway is missing). compare.sh installs nginx with apt-get when it
-//! is missing.
+//! with `cargo build --workspace`; a missing one fails the test). compare.sh
+//! installs nginx with apt-get when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,13 +28,11 @@ fn compare_smoke() {
         ("MCP_PROXY_BIN", "mcp-proxy"),
     ] {
         let bin = binary(env, name);
-        if !bin.is_file() {
-            eprintln!(
-                "SKIPPED: {} not found; build it with cargo build --workspace or set {env}",
-                bin.display()
-            );
-            return;
-        }
+        assert!(
+            bin.is_file(),
+            "{} not found: build it with cargo build --workspace (scripts/test does) or set {env}",
+            bin.display()
+        );
         cmd.env(env, bin);
     }
     let out_dir = std::env::temp_dir().join(format!("mcp-compare-smoke-{}", std::process::id()));

@@ -444,7 +444,11 @@ impl Validator<'_> {
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
             {
-                let at = d.url.as_ref().map(|u| u.referenced).unwrap_or(Location::UNKNOWN);
+                let at = d
+                    .url
+                    .as_ref()
+                    .map(|u| u.referenced)
+                    .unwrap_or(Location::UNKNOWN);
                 self.err(&at, "database.url", "expected sqlite:… or postgres://…");
             }
             Some(DatabaseConfig {
@@ -1317,8 +1321,14 @@ mod url_env_tests {
     #[test]
     fn urls_come_from_the_environment_and_never_into_errors() {
         // Names of this test only: the environment is shared by the tests.
-        std::env::set_var("URL_ENV_TEST_PG", "postgres://gw:s3cret-pw@db.internal/gateway");
-        std::env::set_var("URL_ENV_TEST_REDIS", "redis://:s3cret-pw@cache.internal:6379");
+        std::env::set_var(
+            "URL_ENV_TEST_PG",
+            "postgres://gw:s3cret-pw@db.internal/gateway",
+        );
+        std::env::set_var(
+            "URL_ENV_TEST_REDIS",
+            "redis://:s3cret-pw@cache.internal:6379",
+        );
         let text = format!(
             "{BASE}database: {{ url_env: URL_ENV_TEST_PG }}\nredis: {{ url_env: URL_ENV_TEST_REDIS }}\n"
         );
@@ -1344,13 +1354,19 @@ mod url_env_tests {
             errs.contains("t.yaml:8:") && errs.contains("URL_ENV_TEST_UNSET is not set"),
             "{errs}"
         );
-        assert!(!errs.contains("s3cret"), "a value leaked into an error: {errs}");
+        assert!(
+            !errs.contains("s3cret"),
+            "a value leaked into an error: {errs}"
+        );
 
-        let both = format!("{BASE}database: {{ url: \"sqlite://x.db\", url_env: URL_ENV_TEST_PG }}\n");
+        let both =
+            format!("{BASE}database: {{ url: \"sqlite://x.db\", url_env: URL_ENV_TEST_PG }}\n");
         let errs = parse_and_validate(&both, "t.yaml").unwrap_err().to_string();
         assert!(errs.contains("give url or url_env, not both"), "{errs}");
         let neither = format!("{BASE}database: {{ migrate: false }}\n");
-        let errs = parse_and_validate(&neither, "t.yaml").unwrap_err().to_string();
+        let errs = parse_and_validate(&neither, "t.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(errs.contains("database.url"), "{errs}");
     }
 }

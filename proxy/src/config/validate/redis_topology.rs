@@ -51,7 +51,11 @@ impl Validator<'_> {
             let ok = url.starts_with("unix://")
                 || (url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok());
             if !ok {
-                let at = r.url_env.as_ref().map(|v| v.referenced).unwrap_or(Location::UNKNOWN);
+                let at = r
+                    .url_env
+                    .as_ref()
+                    .map(|v| v.referenced)
+                    .unwrap_or(Location::UNKNOWN);
                 self.err(
                     &at,
                     "redis.url_env",
@@ -163,7 +167,7 @@ mod tests {
         assert!(e.contains("t.yaml:7:"), "{e}");
         assert!(e.contains("redis"), "{e}");
         assert!(
-            e.contains("expected one of url, sentinel or cluster"),
+            e.contains("expected one of url, url_env, sentinel or cluster"),
             "{e}"
         );
     }
@@ -176,7 +180,7 @@ mod tests {
         assert!(e.contains("t.yaml:9:"), "{e}");
         assert!(e.contains("redis.cluster"), "{e}");
         assert!(
-            e.contains("give only one of url, sentinel or cluster"),
+            e.contains("give only one of url, url_env, sentinel or cluster"),
             "{e}"
         );
         let e = errors("  url: redis://127.0.0.1:6379\n  sentinel: { master: m, nodes: [\"redis://h:26379\"] }\n  cluster: { nodes: [\"redis://h:7000\"] }\n");
