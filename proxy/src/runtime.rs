@@ -46,6 +46,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Requests between `request_filter` and `logging`.
     pub inflight: AtomicUsize,
+    /// POST requests in progress (`limits.max_inflight_calls`).
+    pub calls_inflight: AtomicUsize,
     /// Set when shutdown begins: readiness turns false.
     pub draining: AtomicBool,
     /// The gateway's own identity service, once started (when configured).

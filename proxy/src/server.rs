@@ -166,6 +166,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         logship,
         metrics,
         inflight: AtomicUsize::new(0),
+        calls_inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         identity: arc_swap::ArcSwapOption::empty(),
     });

@@ -429,3 +429,70 @@ fn every_shipped_configuration_validates() {
         );
     }
 }
+
+#[tokio::test]
+async fn calls_beyond_the_in_flight_limit_get_503_at_once_and_streams_do_not_count() {
+    let (port, admin) = (free_port(), free_port());
+    let cfg = spawn_pool_config(port, admin, 1, "limits: { max_inflight_calls: 2 }\n");
+    let gw = Gateway::start_with(&cfg, port, admin).await;
+    let http = reqwest::Client::new();
+    let url = gw.url();
+    let sid = raw_session(&http, &url).await;
+    // A standalone GET stream stays open throughout and takes no call slot.
+    let stream = http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.status(), 200);
+    // Two slow calls hold both slots.
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let (http, url, sid) = (http.clone(), url.clone(), sid.clone());
+            tokio::spawn(async move {
+                raw_call(
+                    &http,
+                    &url,
+                    &sid,
+                    10 + i,
+                    "slow_count",
+                    json!({"n": 10, "delay_ms": 100}),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let v: Value = r.json().await.unwrap_or_default();
+    assert_eq!(v["error"]["code"], -32030, "{v}");
+    // Refused before its body was read: the id is not known yet.
+    assert!(v["id"].is_null(), "{v}");
+    for s in slow {
+        let (status, v) = s.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 200);
+        assert_eq!(result_text(&v.unwrap_or_default()), "counted to 10");
+    }
+    // Slots come back: calls pass again.
+    let (status, v) = raw_call(&http, &url, &sid, 4, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(status, 200);
+    assert_eq!(result_text(&v.unwrap_or_default()), "5");
+    drop(stream);
+}

@@ -322,6 +322,9 @@ pub struct LimitsFile {
     /// Most JSON-RPC messages in one batch (hardening).
     #[serde(default = "default_max_batch")]
     pub max_batch_len: Spanned<u64>,
+    /// POST requests the gateway works on at once; beyond, 503 at once (0: no limit).
+    #[serde(default = "default_max_inflight_calls")]
+    pub max_inflight_calls: Spanned<u64>,
 }
 
 impl Default for LimitsFile {
@@ -331,8 +334,13 @@ impl Default for LimitsFile {
             client_read_timeout: default_client_timeout(),
             client_write_timeout: default_client_timeout(),
             max_batch_len: default_max_batch(),
+            max_inflight_calls: default_max_inflight_calls(),
         }
     }
+}
+
+fn default_max_inflight_calls() -> Spanned<u64> {
+    Spanned::new(4096, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 fn default_max_batch() -> Spanned<u64> {

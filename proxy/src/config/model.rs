@@ -163,6 +163,8 @@ pub struct Limits {
     pub client_write_timeout: Duration,
     /// Most messages in one JSON-RPC batch; longer batches get -32600 before any worker.
     pub max_batch_len: usize,
+    /// POST requests in progress at once, gateway-wide; 0: no limit.
+    pub max_inflight_calls: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -273,6 +273,14 @@ impl Validator<'_> {
                 "expected 1 to 100000",
             );
         }
+        let max_calls = &f.limits.max_inflight_calls;
+        if max_calls.value > 1_000_000 {
+            self.err(
+                &max_calls.referenced,
+                "limits.max_inflight_calls",
+                "expected 0 (no limit) to 1000000",
+            );
+        }
         let mut origins = Vec::new();
         for (i, o) in f.allowed_origins.iter().enumerate() {
             match OriginRule::parse(&o.value) {
@@ -499,6 +507,7 @@ impl Validator<'_> {
                 client_read_timeout: f.limits.client_read_timeout.0,
                 client_write_timeout: f.limits.client_write_timeout.0,
                 max_batch_len: usize::try_from(max_batch.value).unwrap_or(usize::MAX),
+                max_inflight_calls: usize::try_from(max_calls.value).unwrap_or(usize::MAX),
             },
             origins,
             client_ip,
@@ -1253,6 +1262,13 @@ mod hardening_limit_tests {
         let cfg =
             parse_and_validate(&format!("{BASE}limits:\n  max_batch_len: 5\n"), "t.yaml").unwrap();
         assert_eq!(cfg.limits.max_batch_len, 5);
+        assert_eq!(cfg.limits.max_inflight_calls, 4096);
+        let text = format!("{BASE}limits:\n  max_inflight_calls: 2000000\n");
+        let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            errs.contains("t.yaml:8:") && errs.contains("limits.max_inflight_calls"),
+            "{errs}"
+        );
         for bad in ["0", "100001"] {
             let text = format!("{BASE}limits:\n  max_batch_len: {bad}\n");
             let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();

@@ -68,6 +68,8 @@ pub struct Ctx {
     /// What the request's log record needs from the phases.
     pub log: LogFacts,
     pub counted: bool,
+    /// Counted in `Shared::calls_inflight` (a POST), released when the request ends.
+    pub call_counted: bool,
     pub routing: Routing,
     pub body: BodyHold,
     /// Set when the gateway answers the request itself.
@@ -101,6 +103,7 @@ impl Ctx {
             client_ip: None,
             log: LogFacts::default(),
             counted: false,
+            call_counted: false,
             routing: Routing::default(),
             body: BodyHold::default(),
             refusal: None,

@@ -267,6 +267,9 @@ impl ProxyHttp for Gateway {
         );
         // Last: shutdown waits for this count to reach zero before it flushes the log queue,
         // so the record above is already queued.
+        if ctx.call_counted {
+            self.shared.calls_inflight.fetch_sub(1, Ordering::AcqRel);
+        }
         if ctx.counted {
             self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
         }

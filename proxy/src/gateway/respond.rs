@@ -59,6 +59,7 @@ pub async fn write_error(
                 h.insert_header(name, value)?;
             }
         }
+        GatewayError::Overloaded { .. } => h.insert_header("retry-after", "1")?,
         GatewayError::Forbidden(_) => h.insert_header(
             "www-authenticate",
             "Bearer realm=\"mcp-gateway\", error=\"insufficient_scope\"",

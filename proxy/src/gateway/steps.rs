@@ -1,6 +1,7 @@
 //! The named steps the phases call.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -59,6 +60,16 @@ pub fn admit(
 ) -> Result<Admitted, GatewayError> {
     let rt = shared.runtime.load_full();
     let limits = &rt.config.limits;
+    if session.req_header().method == http::Method::POST {
+        // Shed at once rather than queue without bound: a client told to retry costs far
+        // less than latency and memory growing for everyone.
+        let now = shared.calls_inflight.fetch_add(1, Ordering::AcqRel) + 1;
+        ctx.call_counted = true;
+        let limit = limits.max_inflight_calls;
+        if limit > 0 && now > limit {
+            return Err(GatewayError::Overloaded { limit });
+        }
+    }
     session.set_read_timeout(Some(limits.client_read_timeout));
     session.set_write_timeout(Some(limits.client_write_timeout));
     let peer = session

@@ -39,6 +39,8 @@ pub enum GatewayError {
     UpstreamFailed,
     #[error("{}", .0.message())]
     RateLimited(Box<crate::ratelimit::Limited>),
+    #[error("the gateway is at its limit of {limit} calls in progress; retry shortly")]
+    Overloaded { limit: usize },
     #[error("internal gateway error")]
     Internal,
 }
@@ -57,7 +59,7 @@ impl GatewayError {
             GatewayError::Parse(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::HeaderMismatch(_) => 400,
-            GatewayError::NoHealthyWorker { .. } => 503,
+            GatewayError::NoHealthyWorker { .. } | GatewayError::Overloaded { .. } => 503,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::RateLimited(_) => 429,
@@ -87,6 +89,7 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamFailed => -32002,
             GatewayError::RateLimited(_) => -32029,
+            GatewayError::Overloaded { .. } => -32030,
             GatewayError::Internal => -32603,
         }
     }
@@ -111,6 +114,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
             GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::Internal => "internal",
         }
     }
