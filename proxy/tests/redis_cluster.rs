@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::db::{unique_name, SqliteDb};
 use common::redis_servers::RedisServers;
 use common::*;
-use serde_json::{json, Value};
 
 /// The `redis:` section for the cluster.
 fn redis_section(cluster: &RedisServers, prefix: &str) -> String {
@@ -194,18 +193,7 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
     let http = reqwest::Client::new();
     let (_, token) = register_and_login(&base_a, "ida@example.test").await;
     let bearer = format!("Bearer {token}");
-    let created: Value = http
-        .post(format!("{base_a}/auth/api-keys"))
-        .header("authorization", &bearer)
-        .json(&json!({"name": "cluster-test"}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    let key = created["key"].as_str().unwrap_or_default().to_string();
-    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let (id, key) = create_api_key(&base_a, &token, "cluster-test").await;
     // B accepts the key (and caches the lookup, in memory and in the cluster).
     assert_eq!(
         init_status(&http, &b.url(), &[("x-api-key", &key)]).await,

@@ -108,18 +108,7 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     assert_eq!(init_status(&b.url(), ("authorization", &bearer)).await, 200);
 
     // An API key made on A works on B (and B caches that), until A revokes it.
-    let created: Value = http
-        .post(format!("{base_a}/auth/api-keys"))
-        .header("authorization", &bearer)
-        .json(&json!({"name": "replica-test"}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    let key = created["key"].as_str().unwrap_or_default().to_string();
-    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let (id, key) = create_api_key(&base_a, &token, "replica-test").await;
     assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
     assert_eq!(init_status(&b.url(), ("x-api-key", &key)).await, 200);
     // The lookup is shared through Redis for the other replicas.

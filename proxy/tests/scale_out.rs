@@ -307,26 +307,8 @@ async fn a_revoked_key_and_a_disabled_user_fail_on_all_three_within_a_second() {
     let http = bearer_client(&token);
     let anon = reqwest::Client::new();
 
-    let make_key = |name: &'static str| {
-        let (http, base) = (http.clone(), fleet.public.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{base}/auth/api-keys"))
-                .json(&json!({ "name": name }))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .json()
-                .await
-                .unwrap_or_default();
-            (
-                v["id"].as_str().unwrap_or_default().to_string(),
-                v["key"].as_str().unwrap_or_default().to_string(),
-            )
-        }
-    };
-    let (key_id, key) = make_key("revoked").await;
-    let (_, kept_key) = make_key("kept").await;
+    let (key_id, key) = create_api_key(&fleet.public, &token, "revoked").await;
+    let (_, kept_key) = create_api_key(&fleet.public, &token, "kept").await;
     // Every replica accepts (and caches) both keys and the token first.
     for r in 0..3 {
         let url = fleet.url(r, "/mcp");

@@ -14,6 +14,14 @@ use http::HeaderMap;
 
 use crate::config::{ClientIpConfig, ForwardedHeader};
 
+/// The TCP peer's address.
+pub fn peer(session: &pingora::proxy::Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// The client's address for this request.
 pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, cfg: &ClientIpConfig) -> Option<IpAddr> {
     let peer = peer?;

@@ -89,12 +89,7 @@ pub struct Ctx {
 impl Ctx {
     /// The client's address; before `admit` ran (Pingora ended the request early), the peer.
     pub fn client_ip(&self, session: &pingora::proxy::Session) -> Option<std::net::IpAddr> {
-        self.client_ip.or_else(|| {
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip())
-        })
+        self.client_ip.or_else(|| super::client_ip::peer(session))
     }
 
     pub fn new() -> Ctx {

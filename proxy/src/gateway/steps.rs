@@ -72,10 +72,7 @@ pub fn admit(
     }
     session.set_read_timeout(Some(limits.client_read_timeout));
     session.set_write_timeout(Some(limits.client_write_timeout));
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let peer = super::client_ip::peer(session);
     ctx.client_ip =
         super::client_ip::resolve(peer, &session.req_header().headers, &rt.config.client_ip);
     let req = session.req_header();

@@ -409,3 +409,20 @@ pub async fn register_and_login(base: &str, email: &str) -> (String, String) {
         .to_string();
     (id, login(base, email).await)
 }
+
+/// Create an API key through the identity service at `base`; (key id, key).
+pub async fn create_api_key(base: &str, token: &str, name: &str) -> (String, String) {
+    let v: serde_json::Value = bearer_client(token)
+        .post(format!("{base}/auth/api-keys"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create an API key: {e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    (
+        v["id"].as_str().unwrap_or_default().to_string(),
+        v["key"].as_str().unwrap_or_default().to_string(),
+    )
+}

@@ -48,8 +48,7 @@ impl Validator<'_> {
             })
         } else if r.url_env.is_some() {
             let url = self.url_or_env(&None, &r.url_env, "redis")?;
-            let ok = url.starts_with("unix://")
-                || (url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok());
+            let ok = url.starts_with("unix://") || is_redis_url(&url);
             if !ok {
                 let at = r
                     .url_env
@@ -107,13 +106,16 @@ impl Validator<'_> {
     }
 
     fn redis_url(&mut self, url: &Spanned<String>, path: &str) -> bool {
-        let ok =
-            url.value.starts_with("redis://") && redis::Client::open(url.value.as_str()).is_ok();
+        let ok = is_redis_url(&url.value);
         if !ok {
             self.err(&url.referenced, path, "expected redis://host:port");
         }
         ok
     }
+}
+
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") && redis::Client::open(url).is_ok()
 }
 
 #[cfg(test)]
