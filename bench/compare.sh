@@ -33,7 +33,11 @@ Usage: bench/compare.sh [options]
                         closed-loop throughput)
   --out DIR             keep JSON/HTML reports and the summary here (default: a temp dir)
   --variant NAME=FILE   also measure a gateway whose config is the base one plus the YAML
-                        in FILE (repeatable), e.g. rate limits: bench/variants/limit-local.yaml
+                        in FILE (repeatable), e.g. rate limits: bench/variants/limit-local.yaml;
+                        FILE "-" adds nothing (the base configuration)
+  --variant-bin NAME=PATH
+                        run variant NAME with another mcp-proxy binary, e.g. a build of
+                        the previous commit: --variant base=- --variant-bin base=/tmp/old-proxy
   --only-gateways       measure the gateways and variants only (no direct, no nginx)
   --no-full             leave out gateway-full (JWT + rate limit + request log)
   --streams K[,K...]    after the load stages, hold K idle sessions with their SSE streams
@@ -64,6 +68,7 @@ OPEN_RATE=""
 OUT=""
 BUILD=1
 VARIANTS=()
+declare -A VARIANT_BIN=()
 ONLY_GATEWAYS=0
 FULL=1
 STREAMS=""
@@ -86,6 +91,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --variant) VARIANTS+=("$2"); shift ;;
+        --variant-bin) VARIANT_BIN["${2%%=*}"]="${2#*=}"; shift ;;
         --only-gateways) ONLY_GATEWAYS=1 ;;
         --no-full) FULL=0 ;;
         --streams) STREAMS="$2"; shift ;;
@@ -348,12 +354,18 @@ VARIANT_NAMES=()
 for v in "${VARIANTS[@]}"; do
     vname="${v%%=*}"
     vfile="${v#*=}"
+    vbin="${VARIANT_BIN[$vname]:-$PROXY}"
+    [ -x "$vbin" ] || die "variant $vname: no executable $vbin"
+    if [ "$vfile" = "-" ]; then
+        vfile="$WORK/empty.yaml"
+        : >"$vfile"
+    fi
     [ -f "$vfile" ] || die "variant $vname: no file $vfile"
     vport="$(free_port)"
     vadmin="$(free_port)"
     derive_config "$vport" "$vadmin" "$vfile" >"$WORK/gateway-$vname.yaml"
-    "$PROXY" validate --config "$WORK/gateway-$vname.yaml" >&2 || die "variant $vname: invalid config"
-    "${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway-$vname.yaml" >"$WORK/gateway-$vname.log" 2>&1 &
+    "$vbin" validate --config "$WORK/gateway-$vname.yaml" >&2 || die "variant $vname: invalid config"
+    "${PIN_SRV[@]}" "$vbin" run --config "$WORK/gateway-$vname.yaml" >"$WORK/gateway-$vname.log" 2>&1 &
     VARIANT_PID[$vname]=$!
     PIDS+=("${VARIANT_PID[$vname]}")
     VARIANT_URL[$vname]="http://127.0.0.1:$vport/mcp"

@@ -16,6 +16,27 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(m.tool, m.name);
                 }
             }
+            // The name the policy checks is the one any JSON parser reads from the body
+            // (the gateway reads it in one pass, without building a tree).
+            if !body.batch {
+                if let (Some(m), Ok(v)) = (
+                    body.first(),
+                    serde_json::from_slice::<serde_json::Value>(data),
+                ) {
+                    let key = match m.method.as_deref() {
+                        Some("tools/call" | "prompts/get") => Some("name"),
+                        Some("resources/read") => Some("uri"),
+                        _ => None,
+                    };
+                    if let Some(key) = key {
+                        let want = v
+                            .get("params")
+                            .and_then(|p| p.get(key))
+                            .and_then(|n| n.as_str());
+                        assert_eq!(m.name.as_deref(), want);
+                    }
+                }
+            }
         }
         Err(ParseError::Syntax(_)) | Err(ParseError::Invalid(_)) => {}
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{
@@ -39,6 +40,9 @@ pub enum StartError {
 }
 
 const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// L4 read buffer of the MCP listener: none (see `run`).
+const MCP_LISTENER_READ_BUFFER: usize = 0;
 
 /// The listener's app: Pingora's HTTP proxy behind a deadline for a connection's first
 /// bytes. With h2c on, Pingora waits for the 24-byte HTTP/2 preface with no time limit, so a
@@ -199,7 +203,14 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
             shared: shared.clone(),
         },
     );
-    proxy.add_tcp(&listen.to_string());
+    // Pingora's default 64 KiB L4 read buffer is a zero-filled tokio `BufReader`: 64 KiB of
+    // RSS for every client connection, idle SSE streams included. Plain-TCP HTTP/1 reads go
+    // straight into Pingora's header and body buffers, so the listener reads unbuffered
+    // (docs/benchmarks.md, "Idle SSE streams").
+    proxy.add_listener(
+        ListenerConfig::tcp(listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(MCP_LISTENER_READ_BUFFER)),
+    );
     server.add_service(proxy);
 
     let phases = server.watch_execution_phase();

@@ -18,20 +18,32 @@ pub fn on_chunk(
     end_of_stream: bool,
     limit: usize,
 ) -> Result<(), GatewayError> {
-    if let Some(chunk) = body.take() {
-        if ctx.body.buf.len() + chunk.len() > limit {
-            ctx.body.buf.clear();
-            return Err(GatewayError::BodyTooLarge { limit });
+    // The usual case: the whole body in one chunk. Check it in place, no copy.
+    let whole = match body.take() {
+        Some(chunk) if end_of_stream && ctx.body.buf.is_empty() => {
+            if chunk.len() > limit {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            chunk
         }
-        ctx.body.buf.extend_from_slice(&chunk);
-    }
-    if !end_of_stream {
-        // Pass on an empty chunk, not `None`: Pingora reads `None` as the end of the body and
-        // would finish the upstream request early.
-        *body = Some(Bytes::new());
-        return Ok(());
-    }
-    let parsed = jsonrpc::parse(&ctx.body.buf).map_err(|e| match e {
+        taken => {
+            if let Some(chunk) = taken {
+                if ctx.body.buf.len() + chunk.len() > limit {
+                    ctx.body.buf.clear();
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                ctx.body.buf.extend_from_slice(&chunk);
+            }
+            if !end_of_stream {
+                // Pass on an empty chunk, not `None`: Pingora reads `None` as the end of the
+                // body and would finish the upstream request early.
+                *body = Some(Bytes::new());
+                return Ok(());
+            }
+            ctx.body.buf.split().freeze()
+        }
+    };
+    let parsed = jsonrpc::parse(&whole).map_err(|e| match e {
         ParseError::Syntax(_) => GatewayError::Parse(e.to_string()),
         ParseError::Invalid(_) => GatewayError::InvalidRequest(e.to_string()),
     })?;
@@ -51,7 +63,7 @@ pub fn on_chunk(
     let parsed = ctx.body.parsed.insert(parsed);
     check_headers(session, parsed)?;
     check_tools(ctx)?;
-    *body = Some(ctx.body.buf.split().freeze());
+    *body = Some(whole);
     Ok(())
 }
 

@@ -47,20 +47,179 @@ struct Wire<'a> {
     method: Option<String>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
+    #[serde(default)]
+    params: Option<Params>,
     #[serde(borrow, default)]
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct NameParams {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    uri: Option<String>,
+/// What `params` holds, read in the same pass as the rest of the message: any value is
+/// accepted here (most methods' params are none of the gateway's business); an object's
+/// `name` and `uri` members are kept for the methods that have one (`name_key`).
+#[derive(Debug, Default)]
+struct Params {
+    object: bool,
+    name: Member,
+    uri: Member,
+}
+
+/// One member of `params`: absent, a string, or something the name methods must refuse (not
+/// a string, or given twice: a worker might read the other copy than the policy did).
+#[derive(Debug, Default)]
+enum Member {
+    #[default]
+    Absent,
+    Str(String),
+    Invalid,
+}
+
+impl Member {
+    fn set(&mut self, value: Option<String>) {
+        *self = match (&*self, value) {
+            (Member::Absent, Some(s)) => Member::Str(s),
+            _ => Member::Invalid,
+        };
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParamsVisitor)
+    }
+}
+
+struct ParamsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParamsVisitor {
+    type Value = Params;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+        let mut p = Params {
+            object: true,
+            ..Params::default()
+        };
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Name => p.name.set(map.next_value::<StringOrOther>()?.0),
+                Key::Uri => p.uri.set(map.next_value::<StringOrOther>()?.0),
+                Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Params::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+    fn visit_unit<E>(self) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+}
+
+/// A key of `params`, compared after unescaping (`"na\u006de"` is `name`).
+enum Key {
+    Name,
+    Uri,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "name" => Key::Name,
+                    "uri" => Key::Uri,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A string value, or `None` for any other JSON value (skipped without allocating).
+struct StringOrOther(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrOther {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringOrOther;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringOrOther, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringOrOther(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StringOrOther, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_unit<E>(self) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The body parameter named by `Mcp-Name` for this method, if the method has one.
@@ -95,13 +254,21 @@ fn message(w: Wire<'_>) -> Result<MessageInfo, ParseError> {
         Some(method) => {
             let (mut tool, mut name) = (None, None);
             if let Some(key) = name_key(method) {
-                let params: Option<NameParams> = match w.params {
-                    Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| {
-                        ParseError::Invalid(format!("{method} params must be an object"))
-                    })?),
+                name = match w.params {
                     None => None,
+                    Some(p) => {
+                        let member = if key == "uri" { p.uri } else { p.name };
+                        match (p.object, member) {
+                            (true, Member::Absent) => None,
+                            (true, Member::Str(s)) => Some(s),
+                            _ => {
+                                return Err(ParseError::Invalid(format!(
+                                    "{method} params must be an object"
+                                )))
+                            }
+                        }
+                    }
                 };
-                name = params.and_then(|p| if key == "uri" { p.uri } else { p.name });
                 if method == "tools/call" {
                     tool = Some(name.clone().ok_or_else(|| {
                         ParseError::Invalid("tools/call needs params.name".into())
@@ -131,21 +298,33 @@ fn message(w: Wire<'_>) -> Result<MessageInfo, ParseError> {
 pub const MAX_DEPTH: usize = 128;
 
 /// Does the nesting of arrays and objects (outside strings) stay within `limit`?
+///
+/// String contents (most of a large body) are skipped with `memchr2` for the next quote or
+/// backslash instead of byte by byte. Malformed input only has to be scanned safely here:
+/// serde_json rejects it afterwards.
 fn depth_within(body: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Inside a string: jump from one quote or backslash to the next.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
+                        None => return true,
+                        Some(off) if body[i + off] == b'\\' => i += off + 2,
+                        Some(off) => {
+                            i += off + 1;
+                            break;
+                        }
+                    }
+                    if i >= body.len() {
+                        return true;
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -155,6 +334,7 @@ fn depth_within(body: &[u8], limit: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     true
 }
@@ -302,5 +482,194 @@ mod tests {
             "[".repeat(1000)
         );
         assert!(parse(quoted.as_bytes()).is_ok(), "{quoted}");
+    }
+
+    /// The byte-by-byte scan the fast one replaced: the reference it must agree with.
+    fn depth_within_reference(body: &[u8], limit: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn fast_depth_scan_agrees_with_the_byte_by_byte_one() {
+        // Inputs made of the bytes that matter (quotes, escapes, brackets) plus filler,
+        // from a fixed-seed xorshift so failures reproduce; limits small enough to be hit.
+        let alphabet = b"\"\\[]{}a ,:";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut refused, mut accepted) = (0, 0);
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let body: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let limit = (next() % 6) as usize;
+            let want = depth_within_reference(&body, limit);
+            assert_eq!(
+                depth_within(&body, limit),
+                want,
+                "{:?} limit {limit}",
+                String::from_utf8_lossy(&body)
+            );
+            if want {
+                accepted += 1
+            } else {
+                refused += 1
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(refused > 1000 && accepted > 1000, "{refused} {accepted}");
+        // Edge cases: a trailing backslash, an escaped quote, an unterminated string.
+        for (body, limit, want) in [
+            (&b"\"\\"[..], 0, true),
+            (b"\"\\\"[\"[", 0, false),
+            (b"\"[[[", 0, true),
+            (b"[\"\\\\\"[", 1, false),
+        ] {
+            assert_eq!(depth_within(body, limit), want, "{body:?}");
+            assert_eq!(depth_within_reference(body, limit), want, "{body:?}");
+        }
+    }
+
+    /// What `parse` must say about `params` for a method with a name parameter, computed
+    /// the slow way through `serde_json::Value`: `Ok(name)` or `Err(())` for a refusal.
+    fn name_by_value(body: &str, key: &str) -> Result<Option<String>, ()> {
+        let v: serde_json::Value = serde_json::from_str(body).map_err(|_| ())?;
+        match v.get("params") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Object(m)) => match m.get(key) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(()),
+            },
+            Some(_) => Err(()),
+        }
+    }
+
+    #[test]
+    fn one_pass_params_agree_with_a_value_parse() {
+        let values = [
+            r#""add""#,
+            r#""na\"me\\ é \u00e9""#,
+            "7",
+            "-1.5e3",
+            "true",
+            "null",
+            r#"{"name":"inner"}"#,
+            r#"["name",{"uri":"x"}]"#,
+            r#"{"a":[1,{"b":"c"}]}"#,
+        ];
+        let keys = ["name", "uri", "arguments", "na\\u006de", "_meta"];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut names = 0;
+        for _ in 0..5_000 {
+            let params = match next(6) {
+                0 => None,
+                1 => Some(values[next(values.len())].to_string()),
+                _ => {
+                    // An object with distinct keys in random order.
+                    let mut members: Vec<String> = Vec::new();
+                    let mut used = [false; 5];
+                    for _ in 0..next(5) {
+                        let k = next(keys.len());
+                        // `name` and its escaped spelling are the same key.
+                        let slot = if k == 3 { 0 } else { k };
+                        if used[slot] {
+                            continue;
+                        }
+                        used[slot] = true;
+                        members.push(format!("\"{}\":{}", keys[k], values[next(values.len())]));
+                    }
+                    Some(format!("{{{}}}", members.join(",")))
+                }
+            };
+            let method = ["tools/call", "prompts/get", "resources/read", "tools/list"][next(4)];
+            let body = match &params {
+                Some(p) => {
+                    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{p}}}"#)
+                }
+                None => format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#),
+            };
+            let got = parse(body.as_bytes());
+            let Some(key) = name_key(method) else {
+                // No name parameter: any params are accepted as they are.
+                let m = got.unwrap_or_else(|e| panic!("{body}: {e}"));
+                assert_eq!(m.first().and_then(|m| m.name.clone()), None, "{body}");
+                continue;
+            };
+            match name_by_value(&body, key) {
+                Err(()) => assert!(
+                    matches!(got, Err(ParseError::Invalid(_))),
+                    "{body}: {got:?}"
+                ),
+                Ok(None) if method == "tools/call" => assert!(
+                    matches!(got, Err(ParseError::Invalid(_))),
+                    "{body}: {got:?}"
+                ),
+                Ok(want) => {
+                    let b = got.unwrap_or_else(|e| panic!("{body}: {e}"));
+                    let m = b.first().cloned().unwrap_or_default();
+                    assert_eq!(m.name, want, "{body}");
+                    if method == "tools/call" {
+                        assert_eq!(m.tool, want, "{body}");
+                    }
+                    names += usize::from(want.is_some());
+                }
+            }
+        }
+        assert!(names > 200, "only {names} bodies carried a name");
+    }
+
+    #[test]
+    fn a_name_given_twice_is_refused() {
+        // A worker reading the other copy than the policy did must not be possible.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","na\u006de":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"a"}}"#,
+        ] {
+            assert!(
+                matches!(parse(body.as_bytes()), Err(ParseError::Invalid(_))),
+                "{body}"
+            );
+        }
+        // Other methods' params are not the gateway's business.
+        assert!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"name":1,"name":2}}"#).is_ok()
+        );
     }
 }
