@@ -86,32 +86,8 @@ fn proc_cpu(report: &Report, name: &str) -> Option<f64> {
         .map(|p| p.cpu_us_per_request)
 }
 
-/// Read every `*.json` report in `dir`.
-pub fn load_dir(dir: &Path) -> Result<Vec<Report>, String> {
-    let mut reports = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    for p in paths {
-        let text =
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let r: Report = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not an mcp-bench report: {e}", p.display()))?;
-        reports.push(r);
-    }
-    Ok(reports)
-}
-
-/// Read every `*.json` streams report in `dir` (none when `dir` is absent).
-pub fn load_streams_dir(dir: &Path) -> Result<Vec<StreamsReport>, String> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
+/// Read every `*.json` file in `dir` as a `T`; `what` names the kind in errors.
+fn load_json_dir<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Vec<T>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut paths: Vec<_> = entries
@@ -124,11 +100,25 @@ pub fn load_streams_dir(dir: &Path) -> Result<Vec<StreamsReport>, String> {
     for p in paths {
         let text =
             std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let r: StreamsReport = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a streams report: {e}", p.display()))?;
-        out.push(r);
+        out.push(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not {what}: {e}", p.display()))?,
+        );
     }
     Ok(out)
+}
+
+/// Read every `*.json` report in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Vec<Report>, String> {
+    load_json_dir(dir, "an mcp-bench report")
+}
+
+/// Read every `*.json` streams report in `dir` (none when `dir` is absent).
+pub fn load_streams_dir(dir: &Path) -> Result<Vec<StreamsReport>, String> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    load_json_dir(dir, "a streams report")
 }
 
 /// Stream count a projection of the proxy's RSS is made for.

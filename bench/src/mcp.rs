@@ -345,20 +345,13 @@ impl McpClient {
         tool: Option<&str>,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, CallError> {
-        let mut req = self
-            .http
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream");
-        if let Some(v) = &session.version {
-            req = req.header(HEADER_PROTOCOL_VERSION, v.clone());
-        }
-        if let Some(id) = &session.id {
-            req = req.header(HEADER_SESSION_ID, id.clone());
-        }
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
+        let mut req = self.with_session(
+            self.http
+                .post(self.url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json, text/event-stream"),
+            session,
+        );
         if self.protocol.stateless() {
             req = req.header(HEADER_METHOD, method);
             if let Some(t) = tool {
@@ -447,22 +440,32 @@ impl McpClient {
         Ok(())
     }
 
-    /// End a session with DELETE (405 counts as success: the server may
-    /// not let clients end sessions).
-    pub async fn delete(&self, session: &Session) -> Result<(), CallError> {
-        let Some(id) = &session.id else {
-            return Ok(());
-        };
-        let mut req = self
-            .http
-            .delete(self.url.clone())
-            .header(HEADER_SESSION_ID, id.clone());
+    /// The headers every request of a session carries: its id and protocol version (when
+    /// known) and the bearer token.
+    fn with_session(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        session: &Session,
+    ) -> reqwest::RequestBuilder {
         if let Some(v) = &session.version {
             req = req.header(HEADER_PROTOCOL_VERSION, v.clone());
+        }
+        if let Some(id) = &session.id {
+            req = req.header(HEADER_SESSION_ID, id.clone());
         }
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
+        req
+    }
+
+    /// End a session with DELETE (405 counts as success: the server may
+    /// not let clients end sessions).
+    pub async fn delete(&self, session: &Session) -> Result<(), CallError> {
+        if session.id.is_none() {
+            return Ok(());
+        }
+        let req = self.with_session(self.http.delete(self.url.clone()), session);
         let mut resp = req.send().await.map_err(|e| CallError::from_reqwest(&e))?;
         let status = resp.status();
         let _ = self.drain(&mut resp).await;
@@ -480,19 +483,12 @@ impl McpClient {
     /// `Accept: text/event-stream`). Returns the response once its headers
     /// say `200` and `text/event-stream`; its body is the open stream.
     pub async fn open_stream(&self, session: &Session) -> Result<reqwest::Response, CallError> {
-        let mut req = self
-            .http
-            .get(self.url.clone())
-            .header(ACCEPT, "text/event-stream");
-        if let Some(id) = &session.id {
-            req = req.header(HEADER_SESSION_ID, id.clone());
-        }
-        if let Some(v) = &session.version {
-            req = req.header(HEADER_PROTOCOL_VERSION, v.clone());
-        }
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
+        let req = self.with_session(
+            self.http
+                .get(self.url.clone())
+                .header(ACCEPT, "text/event-stream"),
+            session,
+        );
         let resp = req.send().await.map_err(|e| CallError::from_reqwest(&e))?;
         let status = resp.status();
         let ctype = resp

@@ -439,14 +439,7 @@ async fn calls_beyond_the_in_flight_limit_get_503_at_once_and_streams_do_not_cou
     let url = gw.url();
     let sid = raw_session(&http, &url).await;
     // A standalone GET stream stays open throughout and takes no call slot.
-    let stream = http
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let stream = raw_stream(&http, &url, &sid).await;
     assert_eq!(stream.status(), 200);
     // Two slow calls hold both slots.
     let slow: Vec<_> = (0..2)

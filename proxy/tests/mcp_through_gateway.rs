@@ -288,14 +288,7 @@ async fn a_quiet_get_stream_stays_open() {
     let gw = Gateway::start_with(&config, port, admin).await;
     let http = reqwest::Client::new();
     let sid = raw_session(&http, &gw.url()).await;
-    let mut stream = http
-        .get(gw.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
     assert_eq!(stream.status(), 200);
     assert!(stream
         .headers()

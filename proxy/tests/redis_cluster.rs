@@ -192,7 +192,6 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
     let base_a = format!("http://127.0.0.1:{pa}");
     let http = reqwest::Client::new();
     let (_, token) = register_and_login(&base_a, "ida@example.test").await;
-    let bearer = format!("Bearer {token}");
     let (id, key) = create_api_key(&base_a, &token, "cluster-test").await;
     // B accepts the key (and caches the lookup, in memory and in the cluster).
     assert_eq!(
@@ -215,13 +214,7 @@ async fn a_revocation_on_one_gateway_reaches_the_other_through_the_cluster() {
             gw.log_text()
         );
     }
-    let r = http
-        .delete(format!("{base_a}/auth/api-keys/{id}"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.status().is_success());
+    revoke_api_key(&base_a, &token, &id).await;
     assert_eq!(
         init_status(&http, &a.url(), &[("x-api-key", &key)]).await,
         401

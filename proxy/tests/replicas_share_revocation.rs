@@ -121,13 +121,7 @@ async fn revocations_reach_the_other_replica_within_a_second() {
         cached.contains("gus@example.test"),
         "no shared entry for the key: {cached:?}"
     );
-    let r = http
-        .delete(format!("{base_a}/auth/api-keys/{id}"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.status().is_success());
+    revoke_api_key(&base_a, &token, &id).await;
     assert_eq!(
         init_status(&a.url(), ("x-api-key", &key)).await,
         401,

@@ -291,6 +291,19 @@ pub async fn raw_session(client: &reqwest::Client, url: &str) -> String {
     sid
 }
 
+/// Open the standalone SSE stream (GET) of a raw-HTTP session; the response is returned as
+/// it is, its status unchecked.
+pub async fn raw_stream(client: &reqwest::Client, url: &str, sid: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET stream: {e}"))
+}
+
 /// The JSON-RPC message with `"id": id` in a JSON or SSE answer body.
 pub fn find_response(body: &str, id: i64) -> Option<serde_json::Value> {
     let try_one = |text: &str| -> Option<serde_json::Value> {
@@ -425,4 +438,14 @@ pub async fn create_api_key(base: &str, token: &str, name: &str) -> (String, Str
         v["id"].as_str().unwrap_or_default().to_string(),
         v["key"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+/// Revoke API key `id` with the owner's token; the revocation must be accepted.
+pub async fn revoke_api_key(base: &str, token: &str, id: &str) {
+    let r = bearer_client(token)
+        .delete(format!("{base}/auth/api-keys/{id}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("revoke an API key: {e}"));
+    assert!(r.status().is_success(), "revoke an API key: {}", r.status());
 }
