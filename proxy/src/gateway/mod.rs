@@ -145,12 +145,13 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         logrecord::on_response_header(resp, ctx)?;
-        steps::rewrite_response(resp, ctx)?;
+        let is_delete = session.req_header().method == http::Method::DELETE;
+        steps::rewrite_response(resp, ctx, is_delete)?;
         limits::add_headers(resp, ctx)
     }
 

@@ -380,7 +380,10 @@ fn set_forwarded(session: &Session, ctx: &Ctx, up: &mut RequestHeader) -> Result
 }
 
 /// `response_filter`: seal the worker's session id; make SSE unbufferable.
-pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx, is_delete: bool) -> Result<()> {
+    if is_delete {
+        session_ended_answer(resp)?;
+    }
     if let Some(upstream_id) = resp.headers.get(headers::SESSION_ID) {
         let (Some(route), Some(endpoint), Some(rt)) = (
             &ctx.routing.route,
@@ -431,6 +434,22 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> 
         // The body will change size.
         resp.remove_header("content-length");
         ctx.list_filter = Some(ListFilter::new(policy, ctx.roles().to_vec(), is_sse));
+    }
+    Ok(())
+}
+
+/// A worker that ends a session with `202 Accepted` and no body (rmcp does) is answered
+/// `204 No Content`: the MCP specification leaves DELETE's success status open, and the
+/// official Python SDK treats anything but 200 or 204 as a failed termination and says so in
+/// its log. Any other answer passes unchanged.
+fn session_ended_answer(resp: &mut ResponseHeader) -> Result<()> {
+    let empty = resp
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    if resp.status == http::StatusCode::ACCEPTED && empty {
+        resp.set_status(http::StatusCode::NO_CONTENT)?;
+        resp.remove_header(&http::header::CONTENT_LENGTH);
     }
     Ok(())
 }

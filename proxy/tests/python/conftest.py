@@ -236,12 +236,15 @@ class HttpRecorder:
 
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     responses: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    # (request method, response status), in the order the answers came.
+    exchanges: list[tuple[str, int]] = field(default_factory=list)
 
     async def on_request(self, request: httpx2.Request) -> None:
         self.requests.append((request.method, {k.lower(): v for k, v in request.headers.items()}))
 
     async def on_response(self, response: httpx2.Response) -> None:
         self.responses.append((response.status_code, {k.lower(): v for k, v in response.headers.items()}))
+        self.exchanges.append((response.request.method, response.status_code))
 
     def sent_session_ids(self) -> list[str]:
         """The Mcp-Session-Id the client sent, request by request (the id the client holds)."""

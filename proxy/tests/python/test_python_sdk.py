@@ -54,8 +54,8 @@ def whoami_of(result: CallToolResult, gw: Gateway) -> dict[str, Any]:
     return info
 
 
-# 1. initialize -> tools/list -> tools/call add
-async def test_initialize_list_tools_and_add(gateway: Gateway) -> None:
+# 1. initialize -> tools/list -> tools/call add -> DELETE on close
+async def test_initialize_list_tools_and_add(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     with anyio.fail_after(CALL_TIMEOUT_S * 2):
         async with mcp_session(gateway, initialize=False) as (session, rec):
             init = await session.initialize()
@@ -70,6 +70,12 @@ async def test_initialize_list_tools_and_add(gateway: Gateway) -> None:
 
             result = await session.call_tool("add", {"a": 2, "b": 3})
             assert only_text(result) == "5"
+
+    # Closing the client ends the session with DELETE. The worker answers 202 with no body;
+    # the gateway passes it on as 204, one of the two statuses the SDK takes as success.
+    deletes = [status for method, status in rec.exchanges if method == "DELETE"]
+    assert deletes == [204], rec.exchanges
+    assert not [r for r in caplog.records if "termination failed" in r.getMessage()]
 
 
 # 2. progress notifications stream through before the result
