@@ -981,3 +981,75 @@ fn migrate_command_applies_then_reports() {
     assert!(stderr.contains("unsupported"), "{stderr}");
     assert!(!stderr.contains("pw"), "password leaked: {stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request log batches
+
+/// A batch longer than one INSERT statement (several statements in one transaction, the
+/// last one short) lands row for row, every column in its place, on both backends; written
+/// again (a replay after a lost acknowledgement) it adds nothing.
+async fn request_log_batch_case(url: &str) {
+    use mcp_proxy::logship::db::{self, LogDb, LogQuery};
+    use mcp_proxy::logship::{Entry, RequestRecord};
+    let user = format!("batch-{}", uuid::Uuid::new_v4().simple());
+    let records: Vec<RequestRecord> = (0..150i64)
+        .map(|i| RequestRecord {
+            request_id: format!("{user}-{i:03}"),
+            at: 1_700_000_000_000 + i,
+            user_id: Some(user.clone()),
+            api_key_id: (i % 3 == 0).then(|| format!("key{i}")),
+            client_ip: Some(format!("10.0.0.{}", i % 250)),
+            user_agent: (i % 2 == 0).then(|| "agent/1".to_string()),
+            route: Some("/mcp".into()),
+            pool: Some(format!("pool{}", i % 4)),
+            worker: Some(format!("w{}", i % 5)),
+            http_method: if i % 7 == 0 { "GET" } else { "POST" }.into(),
+            rpc_method: Some("tools/call".into()),
+            tool: Some(format!("tool{i}")),
+            session_hash: Some(format!("{i:016x}")),
+            protocol_version: Some("2025-06-18".into()),
+            status: 200 + (i % 3) as u16,
+            rpc_error: (i % 11 == 0).then_some(-32000 - i),
+            latency_us: 1000 + i,
+            upstream_us: (i % 4 != 0).then_some(500 + i),
+            bytes_in: 10 * i,
+            bytes_out: 20 * i,
+            rate_limit: (i % 5 == 0).then(|| "allowed".into()),
+            auth: "ok".into(),
+            error: (i % 13 == 0).then(|| "upstream".into()),
+            request_body: (i % 17 == 0).then(|| format!("{{\"n\":{i}}}")),
+            response_body: (i % 19 == 0).then(|| "done".to_string()),
+        })
+        .collect();
+    let entries: Vec<Entry> = records
+        .iter()
+        .map(|r| Entry::Request(Box::new(r.clone())))
+        .collect();
+    let mut log = LogDb::new(url, true);
+    log.write(&entries).await.expect("write the batch");
+    log.write(&entries).await.expect("write it again");
+    let pool = log.pool().await.expect("pool");
+    let q = LogQuery {
+        user: Some(user.clone()),
+        limit: 1000,
+        ..LogQuery::default()
+    };
+    let mut back = db::query(&pool, &q).await.expect("read back");
+    back.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    assert_eq!(back.len(), records.len(), "one row per record, none twice");
+    for (got, want) in back.iter().zip(&records) {
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test]
+async fn request_log_batch_sqlite() {
+    let db = SqliteDb::new("mcp-proxy-logbatch");
+    request_log_batch_case(&db.url()).await;
+}
+
+#[tokio::test]
+async fn request_log_batch_postgres() {
+    let pg = PgSchema::new("logbatch").await;
+    request_log_batch_case(&pg.url()).await;
+}

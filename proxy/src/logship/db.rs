@@ -13,11 +13,12 @@ use super::record::{AuditRecord, Entry, RequestRecord};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a batch write (connect included) may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per INSERT statement (25 parameters each). Kept small: binding costs grows with the
-/// square of a statement's parameter count on SQLite (sqlx looks up each parameter's name,
-/// a linear scan in SQLite), and at 400 rows that alone took half the gateway's CPU under
-/// load (docs/benchmarks.md).
-const ROWS_PER_INSERT: usize = 8;
+/// Rows per INSERT statement (25 parameters each). On SQLite the placeholders are plain `?`:
+/// with `$n`, sqlx asks SQLite for each parameter's name, a linear scan of the statement's
+/// names, so binding cost grew with the square of the parameter count (at 400 rows that
+/// alone took half the gateway's CPU; at 8 rows still a third of the database thread's,
+/// docs/benchmarks.md).
+const ROWS_PER_INSERT: usize = 64;
 
 const COLUMN_COUNT: usize = 25;
 const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
@@ -86,7 +87,10 @@ impl LogDb {
         // stream). If it did commit, the replay is absorbed by the unique ids.
         let result = match tokio::time::timeout(WRITE_TIMEOUT, async {
             let pool = self.pool().await?;
-            write_batch(&pool, entries).await.map_err(|e| e.to_string())
+            let placeholders = Placeholders::for_url(&self.url);
+            write_batch(&pool, entries, placeholders)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await
         {
@@ -117,7 +121,30 @@ pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
         .map_err(|e| e.to_string())
 }
 
-pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
+/// How a statement names its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1, $2, …`: PostgreSQL (SQLite reads them too, but slowly, see `ROWS_PER_INSERT`).
+    Numbered,
+    /// `?`, in order: SQLite.
+    Anonymous,
+}
+
+impl Placeholders {
+    pub fn for_url(url: &str) -> Placeholders {
+        if url.starts_with("sqlite:") {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        }
+    }
+}
+
+pub async fn write_batch(
+    pool: &AnyPool,
+    entries: &[Entry],
+    placeholders: Placeholders,
+) -> Result<(), sqlx::Error> {
     let requests: Vec<&RequestRecord> = entries
         .iter()
         .filter_map(|e| match e {
@@ -134,8 +161,8 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
         .collect();
     let mut tx = pool.begin().await?;
     for chunk in requests.chunks(ROWS_PER_INSERT) {
-        // `$n` placeholders, which both PostgreSQL and SQLite read (sqlx's QueryBuilder writes
-        // `?` for the Any driver, which PostgreSQL does not).
+        // Written here rather than with sqlx's QueryBuilder, which writes `?` for the Any
+        // driver whatever the database (PostgreSQL does not read it).
         let mut sql = format!("INSERT INTO request_logs ({COLUMNS}) VALUES ");
         let mut n = 0;
         for (row, _) in chunk.iter().enumerate() {
@@ -148,7 +175,13 @@ pub async fn write_batch(pool: &AnyPool, entries: &[Entry]) -> Result<(), sqlx::
                     sql.push_str(", ");
                 }
                 n += 1;
-                sql.push_str(&format!("${n}"));
+                match placeholders {
+                    Placeholders::Numbered => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                    }
+                    Placeholders::Anonymous => sql.push('?'),
+                }
             }
             sql.push(')');
         }

@@ -46,6 +46,12 @@ pub struct LogShip {
     enabled: bool,
     /// Records the batcher holds in its current batch (taken off the queue, not yet shipped).
     buffered: AtomicUsize,
+    batch_size: usize,
+    /// Woken when a full batch waits in the queue. The batcher does not wait on the queue
+    /// itself: that would wake its thread once per request (a futex and a context switch on
+    /// the proxy's core, docs/benchmarks.md); otherwise it drains the queue on its tick.
+    batch_ready: tokio::sync::Notify,
+    batch_ready_sent: AtomicBool,
 }
 
 impl LogShip {
@@ -66,6 +72,9 @@ impl LogShip {
             started: AtomicBool::new(false),
             enabled: cfg.enabled,
             buffered: AtomicUsize::new(0),
+            batch_size: cfg.batch_size.max(1),
+            batch_ready: tokio::sync::Notify::new(),
+            batch_ready_sent: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +87,10 @@ impl LogShip {
     pub fn record(&self, r: RequestRecord) {
         if self.tx.try_send(Entry::Request(Box::new(r))).is_err() {
             self.dropped_queue.inc();
+        }
+        let queued = self.capacity.saturating_sub(self.tx.capacity());
+        if queued >= self.batch_size && !self.batch_ready_sent.swap(true, Ordering::AcqRel) {
+            self.batch_ready.notify_one();
         }
     }
 
@@ -414,24 +427,20 @@ async fn run_batcher(
                 while let Ok(e) = audit_rx.try_recv() {
                     batch.push(e);
                 }
-                while let Ok(e) = rx.try_recv() {
-                    batch.push(e);
-                    if batch.len() >= batch_size {
-                        b.flush(&mut batch).await;
-                    }
-                }
+                let open = drain(&mut b, &mut rx, &mut batch, batch_size).await;
                 b.flush(&mut batch).await;
                 if let Some(d) = done.take() {
                     let _ = d.send(());
                 }
-            }
-            n = rx.recv_many(&mut batch, batch_size) => {
-                if n == 0 {
-                    b.flush(&mut batch).await;
+                if !open {
                     return;
                 }
-                if batch.len() >= batch_size {
+            }
+            _ = ship.batch_ready.notified() => {
+                ship.batch_ready_sent.store(false, Ordering::Release);
+                if !drain(&mut b, &mut rx, &mut batch, batch_size).await {
                     b.flush(&mut batch).await;
+                    return;
                 }
             }
             Some(e) = audit_rx.recv() => {
@@ -440,10 +449,38 @@ async fn run_batcher(
                     b.flush(&mut batch).await;
                 }
             }
-            _ = tick.tick() => b.flush(&mut batch).await,
+            _ = tick.tick() => {
+                let open = drain(&mut b, &mut rx, &mut batch, batch_size).await;
+                b.flush(&mut batch).await;
+                if !open {
+                    return;
+                }
+            }
             _ = replay_tick.tick() => b.replay().await,
         }
         ship.buffered.store(batch.len(), Ordering::Relaxed);
+    }
+}
+
+/// Take what the queue holds, shipping each full batch; a partial one stays in `batch`.
+/// False once every sender is gone (the process is ending).
+async fn drain(
+    b: &mut Batcher,
+    rx: &mut mpsc::Receiver<Entry>,
+    batch: &mut Vec<Entry>,
+    batch_size: usize,
+) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(e) => {
+                batch.push(e);
+                if batch.len() >= batch_size {
+                    b.flush(batch).await;
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
     }
 }
 
