@@ -331,3 +331,62 @@ async fn http2_cleartext_clients_are_served() {
     let body = r.text().await.unwrap_or_default();
     assert!(find_response(&body, 1).is_some(), "{body}");
 }
+
+/// This machine's address on the interface of its default route (a UDP "connect" sends
+/// nothing; it only picks the source address).
+fn non_loopback_address() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("udp: {e}"));
+    s.connect("198.51.100.1:9").unwrap_or_else(|e| {
+        panic!("this test needs a non-loopback address (a default route): {e}")
+    });
+    let ip = s.local_addr().unwrap_or_else(|e| panic!("{e}")).ip();
+    assert!(!ip.is_loopback(), "{ip}");
+    ip
+}
+
+/// A gateway with no issuer, no identity service and no admin token cannot tell an admin
+/// apart: with its admin listener on every address, `/admin/*` still answers only callers
+/// on loopback, while `/metrics` and the health checks stay reachable for scrapers.
+#[tokio::test]
+async fn an_admin_api_without_credentials_answers_loopback_only() {
+    let (port, admin) = (free_port(), free_port());
+    let cfg = spawn_pool_config(port, admin, 1, "").replace(
+        &format!("admin: 127.0.0.1:{admin}"),
+        &format!("admin: 0.0.0.0:{admin}"),
+    );
+    assert!(cfg.contains("admin: 0.0.0.0:"), "{cfg}");
+    let gw = Gateway::start_with(&cfg, port, admin).await;
+    let http = reqwest::Client::new();
+    let get = |base: String, path: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    let local = format!("http://127.0.0.1:{admin}");
+    let outside = format!("http://{}:{admin}", non_loopback_address());
+    assert_eq!(get(local.clone(), "/admin/pools").await.0, 200);
+    assert_eq!(get(local, "/admin/config").await.0, 200);
+    for path in [
+        "/admin/pools",
+        "/admin/config",
+        "/admin/users",
+        "/admin/logs",
+    ] {
+        let (status, body) = get(outside.clone(), path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("answers only on loopback"), "{path}: {body}");
+    }
+    let (status, metrics) = get(outside.clone(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("mcp_gateway_"), "{metrics}");
+    assert_eq!(get(outside, "/healthz").await.0, 200);
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(log.contains("admin API refused"), "{log}");
+}

@@ -41,8 +41,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(
             Router::new()
                 .route("/admin/logs", get(logs::get_logs))
-                .with_state((shared, reader)),
+                .with_state((shared.clone(), reader)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            shared,
+            auth::open_guard,
+        ))
 }
 
 pub(crate) fn json_answer(status: StatusCode, v: serde_json::Value) -> axum::response::Response {
