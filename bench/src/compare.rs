@@ -44,6 +44,8 @@ pub struct TargetRow {
     pub worker_cpu_open: Option<f64>,
     /// Worker CPU µs per request, closed loop.
     pub worker_cpu_closed: Option<f64>,
+    /// Proxy context switches per request, closed loop.
+    pub proxy_ctxsw_closed: Option<f64>,
     /// Proxy peak RSS, KiB (largest over all reports).
     pub proxy_rss_kib: Option<u64>,
     /// Errors summed over all reports.
@@ -77,13 +79,12 @@ pub fn target_of(report: &Report) -> String {
         .to_owned()
 }
 
+fn proc_usage<'a>(report: &'a Report, name: &str) -> Option<&'a crate::procstat::ProcUsage> {
+    report.results.processes.iter().find(|p| p.name == name)
+}
+
 fn proc_cpu(report: &Report, name: &str) -> Option<f64> {
-    report
-        .results
-        .processes
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.cpu_us_per_request)
+    proc_usage(report, name).map(|p| p.cpu_us_per_request)
 }
 
 /// Read every `*.json` file in `dir` as a `T`; `what` names the kind in errors.
@@ -217,6 +218,9 @@ pub fn rows(reports: &[Report]) -> Vec<TargetRow> {
                 proxy_cpu_open: m(&open, &|r| proc_cpu(r, PROXY_PROC)),
                 worker_cpu_open: m(&open, &|r| proc_cpu(r, WORKER_PROC)),
                 worker_cpu_closed: m(&closed, &|r| proc_cpu(r, WORKER_PROC)),
+                proxy_ctxsw_closed: m(&closed, &|r| {
+                    proc_usage(r, PROXY_PROC).map(|p| p.ctx_switches_per_request)
+                }),
                 proxy_rss_kib: rs
                     .iter()
                     .flat_map(|r| r.results.processes.iter())
@@ -342,17 +346,18 @@ pub fn markdown(rows: &[TargetRow]) -> String {
         );
     }
     t.push('\n');
-    t.push_str("| target | proxy CPU µs/req (open loop) | vs nginx | proxy CPU µs/req (closed loop) | vs nginx | worker CPU µs/req (open loop) | proxy peak RSS MiB | closed p50 µs | closed p99 µs |\n");
-    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("| target | proxy CPU µs/req (open loop) | vs nginx | proxy CPU µs/req (closed loop) | vs nginx | proxy context switches/req (closed loop) | worker CPU µs/req (open loop) | proxy peak RSS MiB | closed p50 µs | closed p99 µs |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.target,
             num(r.proxy_cpu_open, 1),
             ratio(r.proxy_cpu_open, nginx.and_then(|n| n.proxy_cpu_open)),
             num(r.proxy_cpu_closed, 1),
             ratio(r.proxy_cpu_closed, nginx.and_then(|n| n.proxy_cpu_closed)),
+            num(r.proxy_ctxsw_closed, 2),
             num(r.worker_cpu_open, 1),
             num(r.proxy_rss_kib.map(|k| k as f64 / 1024.0), 1),
             num(r.closed_p50, 0),
@@ -407,6 +412,7 @@ mod tests {
                 cpu_percent: 0.0,
                 rss_kib: 1024,
                 hwm_kib: 2048,
+                ctx_switches_per_request: c / 10.0,
             })
             .into_iter()
             .collect();
@@ -448,12 +454,16 @@ mod tests {
         assert_eq!(nginx.closed_rounds, 2);
         assert_eq!(nginx.closed_rate, Some(850.0));
         assert_eq!(nginx.proxy_cpu_closed, Some(30.0));
+        assert_eq!(nginx.proxy_ctxsw_closed, Some(3.0));
         assert_eq!(nginx.proxy_rss_kib, Some(2048));
         assert_eq!(suggested_open_rate(&reports, "nginx"), Some(425.0));
         assert_eq!(suggested_open_rate(&reports, "nope"), None);
         let md = markdown(&rows);
         assert!(md.contains("| gateway | 600 | 0.71× | 0.60× |"), "{md}");
-        assert!(md.contains("| gateway | 40.0 | 2.00× |"), "{md}");
+        assert!(
+            md.contains("| gateway | 40.0 | 2.00× | 50.0 | 1.67× | 5.00 |"),
+            "{md}"
+        );
     }
 
     fn streams_report(label: &str, held: u64, proxy_kib: Option<(u64, u64)>) -> StreamsReport {

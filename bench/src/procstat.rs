@@ -1,5 +1,6 @@
-//! CPU time and memory of other processes (the servers under test), read
-//! from `/proc/PID/stat` and `/proc/PID/status` (Linux).
+//! CPU time, context switches and memory of other processes (the servers under
+//! test), read from `/proc/PID/stat` and `/proc/PID/status` and its threads'
+//! `/proc/PID/task/TID/status` (Linux).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,8 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident set size, KiB.
     pub hwm_kib: u64,
+    /// Voluntary and involuntary context switches of all its threads (those alive now).
+    pub ctx_switches: u64,
 }
 
 /// Resource use of a watched process over the measured window.
@@ -27,6 +30,11 @@ pub struct ProcUsage {
     pub cpu_us_per_request: f64,
     /// Average CPU use during the window, percent of one core.
     pub cpu_percent: f64,
+    /// Context switches of its threads per completed request: each is a thread that went
+    /// to sleep or was preempted. Unlike CPU time it hardly varies with what else runs on
+    /// the machine, so it shows wake-up costs that noisy timings hide.
+    #[serde(default)]
+    pub ctx_switches_per_request: f64,
     /// Resident set size at the end, KiB.
     pub rss_kib: u64,
     /// Peak resident set size at the end, KiB.
@@ -64,6 +72,34 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// `voluntary_ctxt_switches + nonvoluntary_ctxt_switches` of one `status` text.
+pub fn parse_status_ctx_switches(status: &str) -> u64 {
+    ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+        .iter()
+        .filter_map(|key| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(key)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .sum()
+}
+
+/// Context switches summed over the threads of `pid` (a thread that ended is not counted).
+fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|s| parse_status_ctx_switches(&s))
+        .sum()
+}
+
 /// Read process `pid` now.
 pub fn sample(pid: u32) -> Result<ProcSample, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -76,6 +112,7 @@ pub fn sample(pid: u32) -> Result<ProcSample, String> {
         cpu_us: ticks.saturating_mul(1_000_000) / clock_ticks_per_sec(),
         rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
         hwm_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+        ctx_switches: ctx_switches(pid),
     })
 }
 
@@ -89,15 +126,18 @@ pub fn usage(
     requests: u64,
 ) -> ProcUsage {
     let cpu_us = after.cpu_us.saturating_sub(before.cpu_us);
+    let per_request = |n: u64| {
+        if requests == 0 {
+            0.0
+        } else {
+            n as f64 / requests as f64
+        }
+    };
     ProcUsage {
         name: name.to_owned(),
         pid,
         cpu_us,
-        cpu_us_per_request: if requests == 0 {
-            0.0
-        } else {
-            cpu_us as f64 / requests as f64
-        },
+        cpu_us_per_request: per_request(cpu_us),
         cpu_percent: if window_secs > 0.0 {
             cpu_us as f64 / (window_secs * 1e4)
         } else {
@@ -105,6 +145,9 @@ pub fn usage(
         },
         rss_kib: after.rss_kib,
         hwm_kib: after.hwm_kib,
+        ctx_switches_per_request: per_request(
+            after.ctx_switches.saturating_sub(before.ctx_switches),
+        ),
     }
 }
 
@@ -141,6 +184,10 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(8192));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(10240));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        let task =
+            "Name:\tmcp-gateway\nvoluntary_ctxt_switches:\t1200\nnonvoluntary_ctxt_switches:\t34\n";
+        assert_eq!(parse_status_ctx_switches(task), 1234);
+        assert_eq!(parse_status_ctx_switches("Name:\tx\n"), 0);
     }
 
     #[test]
@@ -148,6 +195,18 @@ mod tests {
         let s = sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_kib > 0);
         assert!(s.hwm_kib >= s.rss_kib);
+        // A thread that sleeps switches out: the count over the threads goes up.
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5)))
+            .join()
+            .expect("thread");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let later = sample(std::process::id()).expect("own /proc entry");
+        assert!(
+            later.ctx_switches > s.ctx_switches,
+            "{} then {}",
+            s.ctx_switches,
+            later.ctx_switches
+        );
     }
 
     #[test]
@@ -156,17 +215,20 @@ mod tests {
             cpu_us: 1_000_000,
             rss_kib: 1,
             hwm_kib: 2,
+            ctx_switches: 100,
         };
         let b = ProcSample {
             cpu_us: 1_500_000,
             rss_kib: 3,
             hwm_kib: 4,
+            ctx_switches: 2_600,
         };
         let u = usage("gw", 7, a, b, 2.0, 1000);
         assert_eq!(u.cpu_us, 500_000);
         assert!((u.cpu_us_per_request - 500.0).abs() < 1e-9);
         assert!((u.cpu_percent - 25.0).abs() < 1e-9);
         assert_eq!(u.rss_kib, 3);
+        assert!((u.ctx_switches_per_request - 2.5).abs() < 1e-9);
         assert_eq!(parse_watch("gateway=42"), Ok(("gateway".into(), 42)));
         assert!(parse_watch("gateway").is_err());
         assert!(parse_watch("=1").is_err());

@@ -307,8 +307,8 @@ impl Report {
         for p in &r.processes {
             let _ = writeln!(
                 t,
-                "  process {} (pid {}): {:.1} us CPU/request, {:.1}% of a core, RSS {} KiB (peak {} KiB)",
-                p.name, p.pid, p.cpu_us_per_request, p.cpu_percent, p.rss_kib, p.hwm_kib
+                "  process {} (pid {}): {:.1} us CPU/request, {:.2} context switches/request, {:.1}% of a core, RSS {} KiB (peak {} KiB)",
+                p.name, p.pid, p.cpu_us_per_request, p.ctx_switches_per_request, p.cpu_percent, p.rss_kib, p.hwm_kib
             );
         }
         for w in &self.warnings {
@@ -398,14 +398,15 @@ impl Report {
             h.push_str("</table>\n");
         }
         if !r.processes.is_empty() {
-            h.push_str("<h2>Server processes</h2>\n<table><tr><th>name</th><th>pid</th><th>CPU µs/request</th><th>% of a core</th><th>RSS KiB</th><th>peak RSS KiB</th></tr>\n");
+            h.push_str("<h2>Server processes</h2>\n<table><tr><th>name</th><th>pid</th><th>CPU µs/request</th><th>context switches/request</th><th>% of a core</th><th>RSS KiB</th><th>peak RSS KiB</th></tr>\n");
             for p in &r.processes {
                 let _ = writeln!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
                     esc(&p.name),
                     p.pid,
                     p.cpu_us_per_request,
+                    p.ctx_switches_per_request,
                     p.cpu_percent,
                     p.rss_kib,
                     p.hwm_kib
