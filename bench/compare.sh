@@ -49,8 +49,10 @@ Usage: bench/compare.sh [options]
 Binaries: target/release/{mcp-bench,mcp-worker,mcp-proxy}, overridable with
 MCP_BENCH_BIN, MCP_WORKER_BIN, MCP_PROXY_BIN; nginx from PATH or NGINX_BIN
 (installed with apt-get when missing). gateway-full checks its rate limit in Redis
-and ships its request log through a Redis stream when Redis answers at
-REDIS_URL (default redis://127.0.0.1:6379), else in process / straight to SQLite.
+and ships its request log through a Redis stream: a redis-server the script starts
+on a free port, pinned with the servers, or the one at REDIS_URL when that is set
+(or when redis-server is not installed: redis://127.0.0.1:6379). Without an
+answering Redis: in process / straight to SQLite.
 EOF
 }
 
@@ -155,7 +157,9 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-compare.XXXXXX")"
 [ -n "$OUT" ] || OUT="$WORK/results"
 mkdir -p "$OUT"
 PIDS=()
+REDIS_URL_GIVEN="${REDIS_URL:+1}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+REDIS_OWN_PID=""
 REDIS_PREFIX="mcp-bench-$$-$RANDOM"
 REDIS_USED=0
 cleanup() {
@@ -166,10 +170,10 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    # Only this run's keys (its own prefix).
-    if [ "$REDIS_USED" = 1 ] && command -v redis-cli >/dev/null 2>&1; then
-        redis-cli -u "$REDIS_URL" --scan --pattern "*$REDIS_PREFIX*" 2>/dev/null \
-            | while read -r key; do redis-cli -u "$REDIS_URL" del "$key" >/dev/null 2>&1 || true; done
+    # Only this run's keys (its own prefix), in a Redis the run did not start itself.
+    if [ "$REDIS_USED" = 1 ] && [ -z "$REDIS_OWN_PID" ] && command -v redis-cli >/dev/null 2>&1; then
+        { redis-cli -u "$REDIS_URL" --scan --pattern "*$REDIS_PREFIX*" 2>/dev/null \
+            | while read -r key; do redis-cli -u "$REDIS_URL" del "$key" >/dev/null 2>&1 || true; done; } || true
     fi
     if [ "$status" -ne 0 ]; then
         log "logs kept in $WORK"
@@ -312,11 +316,24 @@ if [ "$FULL" = 1 ]; then
     JWT_AUD="mcp-bench"
     TOKEN[gateway-full]="$("$BENCH" token --iss "$JWT_ISS" --aud "$JWT_AUD" --sub bench-user --ttl 24h)" \
         || die "mcp-bench token failed"
+    # A Redis of the run's own, pinned with the servers, unless REDIS_URL names one:
+    # a shared Redis left to float between CPUs moved gateway-full's open-loop p50 by
+    # milliseconds from run to run (docs/benchmarks.md).
+    if [ -z "$REDIS_URL_GIVEN" ] && command -v redis-server >/dev/null 2>&1; then
+        REDIS_PORT="$(free_port)"
+        "${PIN_SRV[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+            --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+        REDIS_OWN_PID=$!
+        PIDS+=("$REDIS_OWN_PID")
+        REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+        wait_port "$REDIS_PORT" "redis-server"
+    fi
     if redis_answers; then
         REDIS_USED=1
         LIMIT_BACKEND=redis
         REDIS_LINE="redis: { url: \"$REDIS_URL\", prefix: $REDIS_PREFIX }"
         FULL_NOTE="gateway-full: JWT (HS256 issuer), rate limit in Redis, request log via a Redis stream into SQLite"
+        [ -n "$REDIS_OWN_PID" ] && FULL_NOTE="$FULL_NOTE (the run's own redis-server, pinned with the servers)"
     else
         LIMIT_BACKEND=local
         REDIS_LINE=""
@@ -461,7 +478,7 @@ cpu_ticks() {
     echo "$total"
 }
 
-SERVER_PIDS=("$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}" ${FULL_PID:+"$FULL_PID"})
+SERVER_PIDS=("$WORKER_PID" "$GATEWAY_PID" "$NGINX_PID" "${VARIANT_PID[@]}" ${FULL_PID:+"$FULL_PID"} ${REDIS_OWN_PID:+"$REDIS_OWN_PID"})
 
 # Wait (up to 60 s) until the servers use under ~4 % of a CPU, so that work
 # left queued by an overloaded phase does not leak into the next one.
@@ -486,6 +503,9 @@ run_phase() {
     wait_idle
     local watch=(--watch-pid "worker=$WORKER_PID")
     [ -n "${PROXY_PID[$target]}" ] && watch+=(--watch-pid "proxy=${PROXY_PID[$target]}")
+    if [ "$target" = gateway-full ] && [ -n "$REDIS_OWN_PID" ]; then
+        watch+=(--watch-pid "redis=$REDIS_OWN_PID")
+    fi
     local name="$stage-r$round-$target"
     log "$stage round $round: $target"
     if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" "${COMMON[@]}" "$@" "${watch[@]}" \
