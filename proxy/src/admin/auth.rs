@@ -60,9 +60,6 @@ pub async fn open_guard(
 
 /// `Ok` when the request may use the admin API; otherwise the status and a reason.
 pub async fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
-    let static_token = std::env::var(ADMIN_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty());
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -75,7 +72,7 @@ pub async fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), (StatusCo
     let rt = shared.runtime.load_full();
     let identity = shared.identity.load_full();
     let Some(token) = presented else {
-        if static_token.is_none() && rt.verifier.is_empty() && identity.is_none() {
+        if is_open(shared) {
             // Open: `open_guard` already turned away callers that are not on loopback.
             return Ok(());
         }

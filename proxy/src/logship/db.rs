@@ -7,6 +7,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use super::record::{AuditRecord, Entry, RequestRecord};
+use crate::store::Backend;
 
 /// A statement waits at most this long for a connection: a down database must fail a batch
 /// quickly (it is spooled), not hold the batcher for the pool's default 30 s.
@@ -87,8 +88,9 @@ impl LogDb {
         // stream). If it did commit, the replay is absorbed by the unique ids.
         let result = match tokio::time::timeout(WRITE_TIMEOUT, async {
             let pool = self.pool().await?;
-            let placeholders = Placeholders::for_url(&self.url);
-            write_batch(&pool, entries, placeholders)
+            // A URL naming neither backend cannot have opened a pool: `$n` then.
+            let backend = Backend::from_url(&self.url).unwrap_or(Backend::Postgres);
+            write_batch(&pool, entries, backend)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -121,29 +123,10 @@ pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
         .map_err(|e| e.to_string())
 }
 
-/// How a statement names its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placeholders {
-    /// `$1, $2, …`: PostgreSQL (SQLite reads them too, but slowly, see `ROWS_PER_INSERT`).
-    Numbered,
-    /// `?`, in order: SQLite.
-    Anonymous,
-}
-
-impl Placeholders {
-    pub fn for_url(url: &str) -> Placeholders {
-        if url.starts_with("sqlite:") {
-            Placeholders::Anonymous
-        } else {
-            Placeholders::Numbered
-        }
-    }
-}
-
 pub async fn write_batch(
     pool: &AnyPool,
     entries: &[Entry],
-    placeholders: Placeholders,
+    backend: Backend,
 ) -> Result<(), sqlx::Error> {
     let requests: Vec<&RequestRecord> = entries
         .iter()
@@ -175,12 +158,13 @@ pub async fn write_batch(
                     sql.push_str(", ");
                 }
                 n += 1;
-                match placeholders {
-                    Placeholders::Numbered => {
+                // SQLite: anonymous `?`, in order (see `ROWS_PER_INSERT`).
+                match backend {
+                    Backend::Postgres => {
                         sql.push('$');
                         sql.push_str(&n.to_string());
                     }
-                    Placeholders::Anonymous => sql.push('?'),
+                    Backend::Sqlite => sql.push('?'),
                 }
             }
             sql.push(')');

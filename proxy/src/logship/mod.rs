@@ -88,8 +88,7 @@ impl LogShip {
         if self.tx.try_send(Entry::Request(Box::new(r))).is_err() {
             self.dropped_queue.inc();
         }
-        let queued = self.capacity.saturating_sub(self.tx.capacity());
-        if queued >= self.batch_size && !self.batch_ready_sent.swap(true, Ordering::AcqRel) {
+        if self.queued() >= self.batch_size && !self.batch_ready_sent.swap(true, Ordering::AcqRel) {
             self.batch_ready.notify_one();
         }
     }
@@ -118,9 +117,14 @@ impl LogShip {
         }
     }
 
+    /// Records in the queue, not yet taken by the batcher.
+    fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
     /// Records waiting in memory: in the queue and in the batch being filled.
     pub fn depth(&self) -> usize {
-        self.capacity.saturating_sub(self.tx.capacity()) + self.buffered.load(Ordering::Relaxed)
+        self.queued() + self.buffered.load(Ordering::Relaxed)
     }
 
     /// At shutdown, once requests are done: ship (or spool) what is queued, waiting at most
@@ -382,7 +386,6 @@ pub fn start(
         ship.clone(),
         rx,
         audit_rx,
-        cfg.batch_size,
         cfg.batch_interval,
         done,
     ));
@@ -411,10 +414,11 @@ async fn run_batcher(
     ship: Arc<LogShip>,
     mut rx: mpsc::Receiver<Entry>,
     mut audit_rx: mpsc::Receiver<Entry>,
-    batch_size: usize,
     interval: Duration,
     done: Option<std::sync::mpsc::SyncSender<()>>,
 ) {
+    // The same size the proxy side wakes the batcher at (`LogShip::record`).
+    let batch_size = ship.batch_size;
     let mut batch: Vec<Entry> = Vec::with_capacity(batch_size);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
