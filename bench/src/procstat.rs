@@ -195,16 +195,28 @@ mod tests {
         let s = sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_kib > 0);
         assert!(s.hwm_kib >= s.rss_kib);
-        // A thread that sleeps switches out: the count over the threads goes up.
-        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5)))
-            .join()
-            .expect("thread");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let later = sample(std::process::id()).expect("own /proc entry");
+    }
+
+    /// Context switches are read from another process whose threads all live on: a shell
+    /// that keeps waiting for short `sleep`s (each wait puts it to sleep). The test
+    /// process itself will not do: its other test threads end and take their counts along.
+    #[test]
+    fn counts_another_process_switching() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do sleep 0.01; done"])
+            .spawn()
+            .expect("start sh");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let first = sample(child.id()).expect("child's /proc entry");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let later = sample(child.id()).expect("child's /proc entry");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(first.ctx_switches > 0);
         assert!(
-            later.ctx_switches > s.ctx_switches,
+            later.ctx_switches > first.ctx_switches,
             "{} then {}",
-            s.ctx_switches,
+            first.ctx_switches,
             later.ctx_switches
         );
     }
