@@ -44,6 +44,8 @@ Usage: bench/compare.sh [options]
                         open through every target and report memory per stream
   --streams-only        skip the load stages (with --streams)
   --streams-hold D      how long the streams are held (default 10s)
+  --http1-streams       the gateways send GET streams to the worker over HTTP/1.1, one
+                        connection each (default: h2c_streams, many per connection)
   --no-build            do not run cargo build --release
   -h, --help            this help
 Binaries: target/release/{mcp-bench,mcp-worker,mcp-proxy}, overridable with
@@ -76,6 +78,7 @@ FULL=1
 STREAMS=""
 STREAMS_ONLY=0
 STREAMS_HOLD=10s
+H2C_STREAMS=true
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -98,6 +101,7 @@ while [ $# -gt 0 ]; do
         --no-full) FULL=0 ;;
         --streams) STREAMS="$2"; shift ;;
         --streams-only) STREAMS_ONLY=1 ;;
+        --http1-streams) H2C_STREAMS=false ;;
         --streams-hold) STREAMS_HOLD="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -273,6 +277,7 @@ pools:
     upstreams: [127.0.0.1:$WORKER_PORT]
     balance: round_robin
     health: { kind: http, path: /health, interval: 5s }
+    h2c_streams: $H2C_STREAMS
 EOF
 "${PIN_SRV[@]}" "$PROXY" run --config "$WORK/gateway.yaml" >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!

@@ -19,11 +19,14 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, ClientTlsConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
+};
 use tokio::sync::Mutex;
 
-use crate::config::{RedisConfig, RedisTopology};
+use crate::config::{RedisConfig, RedisTls, RedisTopology};
 
 /// The longest wait for one TCP connection (to a server, a sentinel or a cluster node).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,7 +49,80 @@ enum Kind {
         nodes: Vec<String>,
         /// Where the next pub/sub subscription starts looking.
         next: AtomicUsize,
+        certs: Option<TlsCertificates>,
     },
+}
+
+/// `redis.tls` in the client library's form; `None`: the system's roots, no client
+/// certificate (still TLS for `rediss://` addresses).
+fn certificates(tls: &RedisTls) -> Option<TlsCertificates> {
+    (!tls.is_empty()).then(|| TlsCertificates {
+        client_tls: tls.client_pem.as_ref().map(|(cert, key)| ClientTlsConfig {
+            client_cert: cert.clone(),
+            client_key: key.clone(),
+        }),
+        root_cert: tls.ca_pem.clone(),
+    })
+}
+
+/// A client for one server, over TLS with `certs` when given.
+fn client(url: &str, certs: Option<&TlsCertificates>) -> Result<redis::Client, RedisError> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
+    }
+}
+
+fn cluster_builder(nodes: &[String], certs: Option<&TlsCertificates>) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+    match certs {
+        Some(c) => builder.certs(c.clone()),
+        None => builder,
+    }
+}
+
+/// Sentinels at `nodes` naming `master`. With `rediss://` sentinels, the master is reached
+/// over TLS too, both with `redis.tls`'s certificates, and the first node's user and
+/// password are the sentinels'.
+fn sentinel_client(
+    master: &str,
+    nodes: &[String],
+    tls: &RedisTls,
+) -> Result<SentinelClient, RedisError> {
+    if !nodes.iter().any(|n| n.starts_with("rediss://")) {
+        return SentinelClient::build(
+            nodes.iter().map(String::as_str).collect(),
+            master,
+            None,
+            SentinelServerType::Master,
+        );
+    }
+    let infos = nodes
+        .iter()
+        .map(|n| n.as_str().into_connection_info())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = SentinelClientBuilder::new(
+        infos.iter().map(|i| i.addr().clone()),
+        master,
+        SentinelServerType::Master,
+    )?
+    .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+    .set_client_to_redis_tls_mode(TlsMode::Secure);
+    if let Some(first) = infos.first() {
+        let settings = first.redis_settings();
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    if let Some(certs) = certificates(tls) {
+        builder = builder
+            .set_client_to_sentinel_certificates(certs.clone())
+            .set_client_to_redis_certificates(certs);
+    }
+    builder.build()
 }
 
 /// Made from `redis:` in the configuration; hands out connections.
@@ -57,26 +133,22 @@ pub struct RedisConnector {
 impl RedisConnector {
     /// Check the addresses (no I/O).
     pub fn new(cfg: &RedisConfig) -> Result<RedisConnector, RedisConnError> {
+        let certs = certificates(&cfg.tls);
         let kind = match &cfg.topology {
             RedisTopology::Standalone { url } => {
-                Kind::Standalone(redis::Client::open(url.as_str()).map_err(RedisConnError::Config)?)
+                Kind::Standalone(client(url, certs.as_ref()).map_err(RedisConnError::Config)?)
             }
             RedisTopology::Sentinel { master, nodes } => Kind::Sentinel(Mutex::new(
-                SentinelClient::build(
-                    nodes.iter().map(String::as_str).collect(),
-                    master.clone(),
-                    None,
-                    SentinelServerType::Master,
-                )
-                .map_err(RedisConnError::Config)?,
+                sentinel_client(master, nodes, &cfg.tls).map_err(RedisConnError::Config)?,
             )),
             RedisTopology::Cluster { nodes } => {
-                ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                cluster_builder(nodes, certs.as_ref())
                     .build()
                     .map_err(RedisConnError::Config)?;
                 Kind::Cluster {
                     nodes: nodes.clone(),
                     next: AtomicUsize::new(0),
+                    certs,
                 }
             }
         };
@@ -105,8 +177,8 @@ impl RedisConnector {
                     .get_async_connection_with_config(&config)
                     .await?,
             ),
-            Kind::Cluster { nodes, .. } => RedisConnection::Cluster(
-                ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            Kind::Cluster { nodes, certs, .. } => RedisConnection::Cluster(
+                cluster_builder(nodes, certs.as_ref())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(response_timeout)
                     .build()
@@ -125,12 +197,12 @@ impl RedisConnector {
                 let master = client.lock().await.async_get_client().await?;
                 Ok(master.get_async_pubsub().await?)
             }
-            Kind::Cluster { nodes, next } => {
+            Kind::Cluster { nodes, next, certs } => {
                 let start = next.fetch_add(1, Ordering::Relaxed);
                 let mut last = None;
                 for i in 0..nodes.len() {
                     let node = &nodes[(start + i) % nodes.len()];
-                    let client = redis::Client::open(node.as_str());
+                    let client = client(node, certs.as_ref());
                     let attempt = match client {
                         Ok(c) => tokio::time::timeout(CONNECT_TIMEOUT, c.get_async_pubsub()).await,
                         Err(e) => Ok(Err(e)),
@@ -209,6 +281,7 @@ mod tests {
         RedisConfig {
             topology,
             prefix: "t".into(),
+            tls: RedisTls::default(),
         }
     }
 
@@ -232,6 +305,38 @@ mod tests {
             url: "http://x".into()
         }))
         .is_err());
+    }
+
+    #[test]
+    fn tls_topologies_build_with_their_certificates() {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let ca = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .and_then(|p| p.self_signed(&key))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pem()
+            .into_bytes();
+        let tls = RedisTls {
+            ca_pem: Some(ca.clone()),
+            client_pem: Some((ca, key.serialize_pem().into_bytes())),
+        };
+        for t in [
+            RedisTopology::Standalone {
+                url: "rediss://127.0.0.1:1".into(),
+            },
+            RedisTopology::Sentinel {
+                master: "m".into(),
+                nodes: vec!["rediss://:secret@127.0.0.1:1".into()],
+            },
+            RedisTopology::Cluster {
+                nodes: vec!["rediss://127.0.0.1:1".into()],
+            },
+        ] {
+            let mut c = cfg(t.clone());
+            c.tls = tls.clone();
+            assert!(RedisConnector::new(&c).is_ok(), "{t:?}");
+            c.tls.ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nnot base64\n".to_vec());
+            assert!(RedisConnector::new(&c).is_err(), "bad CA accepted: {t:?}");
+        }
     }
 
     #[tokio::test]

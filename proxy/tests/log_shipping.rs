@@ -503,6 +503,55 @@ async fn n_requests_n_rows_sqlite_direct() {
     n_requests_n_rows(&db.url(), None).await;
 }
 
+/// A client closing its GET stream is a normal end: the record says `client_closed`, with the
+/// stream's 200 and no JSON-RPC error, and the gateway logs no proxy error for it.
+#[tokio::test]
+async fn a_get_stream_the_client_closes_is_logged_as_client_closed() {
+    let db = SqliteDb::new("logship");
+    let setup = Setup::new(db.url(), None);
+    let gw = setup.start().await;
+    let http = client("alice");
+    let sid = raw_session(&http, &gw.url()).await;
+    let tag = unique_name("closed");
+    let mut stream = http
+        .get(gw.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("x-request-id", format!("{tag}-0"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET stream: {e}"));
+    assert_eq!(stream.status(), 200);
+    // The worker's priming event, then the client hangs up.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.chunk()).await;
+    drop(stream);
+    expect_rows(&db.url(), &tag, 1, Duration::from_secs(30), Some(&gw)).await;
+    let p = pool(&db.url()).await;
+    let row = sqlx::query(
+        "SELECT http_method, status, error, rpc_error FROM request_logs WHERE request_id = $1",
+    )
+    .bind(format!("{tag}-0"))
+    .fetch_one(&p)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = |c: &str| {
+        row.try_get::<Option<String>, _>(c)
+            .unwrap_or_else(|e| panic!("{c}: {e}"))
+    };
+    let i = |c: &str| {
+        row.try_get::<Option<i64>, _>(c)
+            .unwrap_or_else(|e| panic!("{c}: {e}"))
+    };
+    assert_eq!(s("http_method").as_deref(), Some("GET"));
+    assert_eq!(i("status"), Some(200));
+    assert_eq!(s("error").as_deref(), Some("client_closed"));
+    assert_eq!(i("rpc_error"), None);
+    p.close().await;
+    let log = gw.log_text();
+    assert!(!log.contains("Fail to proxy"), "{log}");
+}
+
 #[tokio::test]
 async fn n_requests_n_rows_sqlite_through_redis() {
     let db = SqliteDb::new("logship");

@@ -310,6 +310,105 @@ async fn a_quiet_get_stream_stays_open() {
     assert!(quiet.is_err(), "the stream ended while quiet: {quiet:?}");
 }
 
+/// Established TCP connections on this host whose remote end is `addr`: the client side of
+/// every connection to that listener (`/proc/net/tcp`, IPv4).
+fn connections_to(addr: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 worker address expected, got {addr}");
+    };
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_else(|e| panic!("{e}"));
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "01"
+        })
+        .count()
+}
+
+/// With `h2c_streams`, idle GET streams share HTTP/2 connections to the worker instead of
+/// holding one socket each; the same run without it shows one connection per stream, so
+/// the count is a real measurement. A DELETE still ends a multiplexed stream cleanly.
+#[tokio::test]
+async fn get_streams_share_h2c_connections_to_the_worker() {
+    const STREAMS: usize = 12;
+    for h2c in [false, true] {
+        let (port, admin) = (free_port(), free_port());
+        let config = spawn_pool_config(port, admin, 1, "").replace(
+            "    balance: round_robin\n",
+            &format!("    balance: round_robin\n    h2c_streams: {h2c}\n"),
+        );
+        let gw = Gateway::start_with(&config, port, admin).await;
+        let pools: Value = reqwest::get(gw.admin_url("/admin/pools"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let worker: std::net::SocketAddr = pools["pools"][0]["workers"][0]["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no worker address in {pools}"));
+        let http = reqwest::Client::new();
+        let mut sids = Vec::new();
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            let sid = raw_session(&http, &gw.url()).await;
+            let stream = raw_stream(&http, &gw.url(), &sid).await;
+            assert_eq!(stream.status(), 200, "h2c_streams: {h2c}");
+            assert!(stream
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/event-stream")));
+            sids.push(sid);
+            streams.push(stream);
+        }
+        let held = connections_to(worker);
+        if h2c {
+            // One h2c connection for the streams, plus the pooled HTTP/1.1 ones of the POSTs.
+            assert!(held <= 4, "{held} connections for {STREAMS} h2c streams");
+        } else {
+            assert!(held >= STREAMS, "{held} connections for {STREAMS} streams");
+        }
+        if h2c {
+            let r = http
+                .delete(gw.url())
+                .header("mcp-session-id", &sids[0])
+                .header("mcp-protocol-version", "2025-06-18")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.status(), 204);
+            let mut first = streams.swap_remove(0);
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    match first.chunk().await {
+                        Ok(Some(_)) => continue,
+                        other => return other.map(|_| ()),
+                    }
+                }
+            })
+            .await;
+            assert!(
+                matches!(ended, Ok(Ok(()))),
+                "the deleted session's stream did not end cleanly: {ended:?}"
+            );
+            // The other streams are still open.
+            let (status, answer) =
+                raw_call(&http, &gw.url(), &sids[1], 2, "add", json!({"a":2,"b":3})).await;
+            assert_eq!(status, 200);
+            assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("5"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn http2_cleartext_clients_are_served() {
     let gw = Gateway::start(1).await;

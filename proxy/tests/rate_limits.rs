@@ -257,8 +257,8 @@ async fn two_replicas_share_one_redis_limit_and_local_ones_do_not() {
         let (p1, a1, p2, a2) = (free_port(), free_port(), free_port(), free_port());
         let g1 = Gateway::start_with(&replica(p1, a1, &prefix, backend), p1, a1).await;
         let g2 = Gateway::start_with(&replica(p2, a2, &prefix, backend), p2, a2).await;
-        wait_redis_up(&g1).await;
-        wait_redis_up(&g2).await;
+        g1.wait_redis_up().await;
+        g2.wait_redis_up().await;
         let http = reqwest::Client::new();
         let mut allowed = 0;
         for i in 0..60 {
@@ -273,25 +273,6 @@ async fn two_replicas_share_one_redis_limit_and_local_ones_do_not() {
         }
         assert_eq!(allowed, expected, "backend {backend}");
     }
-}
-
-async fn redis_down_gauge(gw: &Gateway) -> Option<i64> {
-    gw.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp_gateway_ratelimit_redis_down "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-async fn wait_redis_up(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if redis_down_gauge(gw).await == Some(0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway did not connect to Redis");
 }
 
 fn start_redis(port: u16) -> Child {
@@ -324,7 +305,7 @@ async fn redis_killed_mid_run_each_outage_policy_behaves_and_the_shared_limit_re
         &format!("    upstream_path: /mcp\n{routes}pools:"),
     );
     let gw = Gateway::start_with(&config, port, admin).await;
-    wait_redis_up(&gw).await;
+    gw.wait_redis_up().await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let send = |path: &'static str, n: usize| {
@@ -361,7 +342,7 @@ async fn redis_killed_mid_run_each_outage_policy_behaves_and_the_shared_limit_re
         5,
         "local: limit ÷ replicas (10 / 2) on this node"
     );
-    assert_eq!(redis_down_gauge(&gw).await, Some(1));
+    assert_eq!(gw.redis_down().await, Some(1));
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains("outcome=\"redis_down_allowed\",policy=\"open\"} 15"),
@@ -372,7 +353,7 @@ async fn redis_killed_mid_run_each_outage_policy_behaves_and_the_shared_limit_re
     // Redis back (empty: it keeps nothing on disk): the shared limit is in force again
     // without a restart — the fallback bucket is spent, so 10 passes means Redis counts.
     let _redis = start_redis(redis_port);
-    wait_redis_up(&gw).await;
+    gw.wait_redis_up().await;
     let back = send("/local", 14).await;
     assert_eq!(count(&back, 200), 10, "the shared limit is back");
     assert_eq!(count(&back, 429), 4);

@@ -29,24 +29,6 @@ async fn start(extra: &str) -> Gateway {
     Gateway::start_with(&spawn_pool_config(port, admin, 1, extra), port, admin).await
 }
 
-async fn wait_redis_up(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if gw
-            .metrics()
-            .await
-            .contains("mcp_gateway_ratelimit_redis_down 0")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the gateway did not connect to the cluster; log:\n{}",
-        gw.log_text()
-    );
-}
-
 /// Keys matching `pattern` on every node of the cluster.
 fn keys_on_nodes(cluster: &RedisServers, pattern: &str) -> Vec<usize> {
     cluster
@@ -72,8 +54,8 @@ async fn a_shared_limit_is_exact_across_two_gateways_on_a_cluster() {
     );
     let g1 = start(&extra).await;
     let g2 = start(&extra).await;
-    wait_redis_up(&g1).await;
-    wait_redis_up(&g2).await;
+    g1.wait_redis_up().await;
+    g2.wait_redis_up().await;
     let http = reqwest::Client::new();
     let mut allowed = 0;
     let mut limited = 0;

@@ -30,19 +30,7 @@ async fn a_limit_on_a_sentinel_master_stays_exact_across_a_failover() {
     );
     let (port, admin) = (free_port(), free_port());
     let gw = Gateway::start_with(&spawn_pool_config(port, admin, 1, &extra), port, admin).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !gw
-        .metrics()
-        .await
-        .contains("mcp_gateway_ratelimit_redis_down 0")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no Redis through the sentinel; log:\n{}",
-            gw.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_redis_up().await;
     let http = reqwest::Client::new();
     for i in 0..5 {
         assert_eq!(init_status(&http, &gw.url(), &[]).await, 200, "request {i}");

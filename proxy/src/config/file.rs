@@ -145,7 +145,7 @@ pub struct ClientIpFile {
 /// Exactly one of `url` (one server), `sentinel` or `cluster` says how Redis is reached.
 #[derive(Debug, Deserialize)]
 pub struct RedisFile {
-    /// One server: `redis://127.0.0.1:6379` (`rediss://` for TLS is not built in yet).
+    /// One server: `redis://127.0.0.1:6379`, or `rediss://…` for TLS.
     #[serde(default)]
     pub url: Option<Spanned<String>>,
     /// One server whose URL is in this environment variable (a Secret on Kubernetes).
@@ -160,6 +160,23 @@ pub struct RedisFile {
     /// Prefix of every key and channel, so several gateways can share one Redis.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    /// Certificates for `rediss://` addresses (the system's roots when unset).
+    #[serde(default)]
+    pub tls: Option<RedisTlsFile>,
+}
+
+/// `redis.tls`: PEM files, read when the configuration is loaded.
+#[derive(Debug, Deserialize)]
+pub struct RedisTlsFile {
+    /// The CA certificate(s) that signed the servers' certificates, instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// A client certificate, for servers that ask for one (`tls-auth-clients yes`).
+    #[serde(default)]
+    pub cert_file: Option<Spanned<String>>,
+    /// The client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +464,11 @@ pub struct PoolFile {
     /// Idle keep-alive connections to workers are closed after this long.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// GET streams go to the workers over HTTP/2 cleartext (prior knowledge), many on one
+    /// connection; POSTs stay on HTTP/1.1. Only for workers that speak h2c. Unset: on for
+    /// `stdio` pools (the gateway's own bridges speak it), off otherwise.
+    #[serde(default)]
+    pub h2c_streams: Option<bool>,
 }
 
 /// `pools.<name>.discover`: DNS names whose records are the pool's remote workers.

@@ -70,6 +70,33 @@ pub struct DatabaseConfig {
 pub struct RedisConfig {
     pub topology: RedisTopology,
     pub prefix: String,
+    /// Certificates for `rediss://` addresses.
+    pub tls: RedisTls,
+}
+
+/// `redis.tls`, as PEM text read from its files. Empty: the system's roots, no client
+/// certificate.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTls {
+    pub fn is_empty(&self) -> bool {
+        self.ca_pem.is_none() && self.client_pem.is_none()
+    }
+}
+
+impl std::fmt::Debug for RedisTls {
+    // The key stays out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_certificate", &self.client_pem.is_some())
+            .finish()
+    }
 }
 
 /// How Redis is reached (docs/configuration.md, "redis").
@@ -81,6 +108,19 @@ pub enum RedisTopology {
     Sentinel { master: String, nodes: Vec<String> },
     /// A Redis Cluster with these seed nodes.
     Cluster { nodes: Vec<String> },
+}
+
+impl RedisTopology {
+    /// Some address is `rediss://` (TLS).
+    pub fn uses_tls(&self) -> bool {
+        let tls = |u: &String| u.starts_with("rediss://");
+        match self {
+            RedisTopology::Standalone { url } => tls(url),
+            RedisTopology::Sentinel { nodes, .. } | RedisTopology::Cluster { nodes } => {
+                nodes.iter().any(tls)
+            }
+        }
+    }
 }
 
 /// The request log pipeline; see docs/logging.md.
@@ -204,6 +244,8 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Option<Duration>,
     pub idle_timeout: Duration,
+    /// GET streams reach the workers over h2c, multiplexed (docs/configuration.md).
+    pub h2c_streams: bool,
     /// Remote pools only: DNS names followed in the background. `source` then holds the
     /// members in force (the fixed `upstreams` and the addresses last resolved).
     pub discovery: Option<DiscoveryConfig>,

@@ -1108,6 +1108,7 @@ impl Validator<'_> {
             connect_timeout: p.connect_timeout.0,
             read_timeout: p.read_timeout.map(|d| d.0),
             idle_timeout: p.idle_timeout.0,
+            h2c_streams: p.h2c_streams.unwrap_or(p.stdio.is_some()),
             discovery,
         })
     }

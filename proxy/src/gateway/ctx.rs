@@ -59,6 +59,9 @@ pub struct LogFacts {
     pub response_buf: Option<Vec<u8>>,
     /// Response bytes beyond what `response_buf` kept.
     pub response_cut: u64,
+    /// The client went away before the answer ended (a GET stream it closed, a call it
+    /// gave up on): logged as `client_closed`, not as an error of the request.
+    pub client_closed: bool,
 }
 
 pub struct Ctx {

@@ -171,7 +171,13 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         bytes_out: session.body_bytes_sent() as i64,
         rate_limit: ctx.log.rate_limit.map(Cow::Borrowed),
         auth: Cow::Borrowed(auth_outcome(ctx)),
-        error: ctx.refusal.as_ref().map(|e| Cow::Borrowed(e.kind())),
+        error: match &ctx.refusal {
+            Some(e) => Some(Cow::Borrowed(e.kind())),
+            None => ctx
+                .log
+                .client_closed
+                .then_some(Cow::Borrowed("client_closed")),
+        },
         request_body: ctx.log.request_body.take(),
         response_body: match (
             route.and_then(|r| r.log_bodies.as_ref()),

@@ -83,8 +83,9 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        steps::choose_peer(ctx).map_err(|e| refuse(ctx, e))
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let get = session.req_header().method == http::Method::GET;
+        steps::choose_peer(ctx, get).map_err(|e| refuse(ctx, e))
     }
 
     fn fail_to_connect(
@@ -186,6 +187,18 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         steps::upstream_failed(ctx, e);
+        let client_gone = matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        ) && e.esource() == &pingora::ErrorSource::Downstream;
+        if client_gone && ctx.refusal.is_none() {
+            // It closed its GET stream or gave up on an answer: not a malformed request.
+            ctx.log.client_closed = true;
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let err = ctx
             .refusal
             .clone()
@@ -193,15 +206,9 @@ impl ProxyHttp for Gateway {
         let final_sent = session
             .response_written()
             .is_some_and(|r| !r.status.is_informational());
-        let code = if final_sent {
-            // Headers already went out (a stream broke midway): nothing more to say.
-            0
-        } else if matches!(
-            e.etype(),
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-        ) && e.esource() == &pingora::ErrorSource::Downstream
-        {
-            // The client is gone.
+        let code = if final_sent || client_gone {
+            // Headers already went out (a stream broke midway), or the client is gone:
+            // nothing more to say.
             0
         } else {
             let id = ctx.rpc_id().map(str::to_owned);
@@ -217,8 +224,9 @@ impl ProxyHttp for Gateway {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        // Our own refusals are expected outcomes, counted in metrics, not errors.
-        ctx.refusal.is_some()
+        // Our own refusals are expected outcomes, counted in metrics, not errors; so is a
+        // client closing its stream.
+        ctx.refusal.is_some() || ctx.log.client_closed
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

@@ -219,8 +219,14 @@ fn client_key(ctx: &Ctx) -> u64 {
     h.finish()
 }
 
-/// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones.
-pub fn choose_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
+/// Streams one h2c connection to a worker carries before the gateway opens another (the
+/// worker's own `SETTINGS_MAX_CONCURRENT_STREAMS` lowers it; hyper's default is 200).
+const H2C_STREAMS_PER_CONNECTION: usize = 100;
+
+/// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones. A GET
+/// stream (`get_stream`) on an `h2c_streams` pool goes over HTTP/2 cleartext: many idle
+/// streams then share a few connections instead of holding one socket each.
+pub fn choose_peer(ctx: &mut Ctx, get_stream: bool) -> Result<Box<HttpPeer>, GatewayError> {
     if let Some(addr) = ctx.routing.internal {
         return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
     }
@@ -243,6 +249,10 @@ pub fn choose_peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
     peer.options.connection_timeout = Some(pool.config.connect_timeout);
     peer.options.read_timeout = pool.config.read_timeout;
     peer.options.idle_timeout = Some(pool.config.idle_timeout);
+    if get_stream && pool.config.h2c_streams {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2C_STREAMS_PER_CONNECTION;
+    }
     ctx.routing.endpoint = Some(endpoint);
     ctx.routing.guard = Some(InflightGuard::new(worker));
     Ok(Box::new(peer))

@@ -133,11 +133,19 @@ impl RedisLimits {
     }
 
     /// Keep a connection; runs for the life of the process (on the control plane).
+    /// A failed connect is a warning when its reason is new (a wrong address, a TLS
+    /// certificate the gateway does not trust), not on every retry.
     pub async fn maintain(self: Arc<Self>) {
+        let mut last_error = String::new();
         loop {
             if self.conn.load().is_none() {
-                if let Err(e) = self.connect().await {
-                    tracing::debug!(error = %e, "rate limits: Redis connect failed");
+                match self.connect().await {
+                    Ok(()) => last_error.clear(),
+                    Err(e) if e != last_error => {
+                        tracing::warn!(error = %e, "rate limits: cannot connect to Redis");
+                        last_error = e;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "rate limits: Redis connect failed"),
                 }
             }
             tokio::time::sleep(RECONNECT_EVERY).await;
@@ -313,6 +321,7 @@ mod tests {
         let cfg = RedisConfig {
             topology: crate::config::RedisTopology::Standalone { url: url.into() },
             prefix: "rl-test".into(),
+            tls: Default::default(),
         };
         RedisLimits::new(&cfg, Duration::from_millis(200), errors, down).unwrap()
     }

@@ -223,6 +223,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: None,
             idle_timeout: Duration::from_secs(1),
+            h2c_streams: false,
             discovery: None,
         };
         let workers = (0..n)

@@ -37,12 +37,23 @@ pub fn init_tls() {
     mcp_proxy::auth::jwks::install_crypto_provider();
 }
 
+/// A port nothing listens on, and one this test process has not been given before: the
+/// kernel may hand the same ephemeral port to two binds in a row once the first is closed,
+/// and a gateway given it for both `listen` and `admin` refuses its configuration.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     init_tls();
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -153,6 +164,28 @@ impl Gateway {
                     self.log_text()
                 );
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `mcp_gateway_ratelimit_redis_down`: 1 while the gateway has no Redis connection.
+    pub async fn redis_down(&self) -> Option<i64> {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp_gateway_ratelimit_redis_down "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Wait until the gateway has its Redis connection (the gauge reads 0).
+    pub async fn wait_redis_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.redis_down().await != Some(0) {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not connect to Redis; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -32,8 +32,16 @@ impl Drop for RedisServers {
 
 /// `redis-cli -p port args…`: its standard output (empty when it failed).
 pub fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+    redis_cli(port, None, args)
+}
+
+/// `redis-cli`, with `--tls` and the test CA and client certificate when `tls` is given.
+fn redis_cli(port: u16, tls: Option<&TlsFiles>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    if let Some(files) = tls {
+        cmd.args(files.cli_args());
+    }
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -88,12 +96,24 @@ impl RedisServers {
     /// Three masters, no replicas, all 16384 slots assigned; returns once every node
     /// reports `cluster_state:ok`.
     pub fn cluster() -> RedisServers {
-        let mut s = RedisServers::new("redis_cluster");
+        let s = RedisServers::new("redis_cluster");
+        s.start_cluster(None)
+    }
+
+    /// The same cluster answering only TLS, on the cluster bus too; clients need a
+    /// certificate from the returned CA.
+    pub fn tls_cluster() -> (RedisServers, TlsFiles) {
+        let s = RedisServers::new("redis_tls_cluster");
+        let files = TlsFiles::generate(&s.dir);
+        (s.start_cluster(Some(&files)), files)
+    }
+
+    fn start_cluster(mut self, tls: Option<&TlsFiles>) -> RedisServers {
+        let s = &mut self;
+        let ask = |port: u16, args: &[&str]| redis_cli(port, tls, args);
         for i in 0..3 {
             let (port, bus) = (free_port(), free_port());
-            let args: Vec<String> = [
-                "--port",
-                &port.to_string(),
+            let mut args: Vec<String> = [
                 "--bind",
                 "127.0.0.1",
                 "--cluster-enabled",
@@ -112,13 +132,27 @@ impl RedisServers {
             .iter()
             .map(|a| a.to_string())
             .collect();
+            match tls {
+                None => args.extend(["--port".to_string(), port.to_string()]),
+                Some(files) => {
+                    args.extend(files.server_args(port, true));
+                    args.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+                }
+            }
             s.spawn(&args);
             s.ports.push(port);
         }
         for p in s.ports.clone() {
-            Self::wait_ping(p);
+            wait_for(
+                Duration::from_secs(10),
+                &format!("redis-server on {p} answers PING"),
+                || ask(p, &["PING"]).trim() == "PONG",
+            );
         }
         let mut create = Command::new("redis-cli");
+        if let Some(files) = tls {
+            create.args(files.cli_args());
+        }
         create.arg("--cluster").arg("create");
         for p in &s.ports {
             create.arg(format!("127.0.0.1:{p}"));
@@ -138,10 +172,10 @@ impl RedisServers {
             wait_for(
                 Duration::from_secs(20),
                 &format!("cluster node {p} reports cluster_state:ok"),
-                || cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
+                || ask(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
             );
         }
-        s
+        self
     }
 
     pub fn cluster_urls(&self) -> Vec<String> {
@@ -226,4 +260,180 @@ impl RedisServers {
         );
         out.lines().nth(1).and_then(|p| p.trim().parse().ok())
     }
+}
+
+/// PEM files of a throwaway CA, a server certificate it signed for 127.0.0.1 and a client
+/// certificate it signed; plus a second CA that signed nothing here.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+fn new_ca(name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let pem = params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pem();
+    (params, key, pem)
+}
+
+impl TlsFiles {
+    /// `redis-cli` arguments: TLS with this CA and the client certificate.
+    fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.ca.clone().into(),
+            "--cert".into(),
+            self.client_cert.clone().into(),
+            "--key".into(),
+            self.client_key.clone().into(),
+        ]
+    }
+
+    /// redis-server arguments: TLS only on `port`, this CA's server certificate, and client
+    /// certificates required when `client_certs`.
+    fn server_args(&self, port: u16, client_certs: bool) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.server_cert),
+            "--tls-key-file".into(),
+            path(&self.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&self.ca),
+            "--tls-auth-clients".into(),
+            if client_certs { "yes" } else { "no" }.into(),
+        ]
+    }
+
+    pub fn generate(dir: &std::path::Path) -> TlsFiles {
+        let (ca_params, ca_key, ca_pem) = new_ca("mcp-gateway test CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>, cn: &str| {
+            let mut params = rcgen::CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+            let cert = params
+                .signed_by(&key, &issuer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "redis");
+        let (client_cert, client_key) = leaf(vec!["gateway".into()], "gateway");
+        let (_, _, other_ca) = new_ca("another CA");
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+            p
+        };
+        TlsFiles {
+            ca: write("ca.pem", &ca_pem),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+            other_ca: write("other-ca.pem", &other_ca),
+        }
+    }
+}
+
+impl RedisServers {
+    /// One redis-server answering only TLS on `ports[0]`, with a certificate from `tls.ca`;
+    /// with `client_certs`, it also asks the client for a certificate from that CA.
+    pub fn tls(client_certs: bool) -> (RedisServers, TlsFiles) {
+        let mut s = RedisServers::new("redis_tls");
+        let files = TlsFiles::generate(&s.dir);
+        let port = free_port();
+        let mut args = files.server_args(port, client_certs);
+        args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
+        s.spawn(&args);
+        s.ports.push(port);
+        wait_for(
+            Duration::from_secs(10),
+            &format!("TLS redis-server on {port} answers PING"),
+            || tls_cli(port, &files, &["PING"]).trim() == "PONG",
+        );
+        (s, files)
+    }
+}
+
+impl RedisServers {
+    /// A master and one sentinel watching it as `master_name`, both answering only TLS
+    /// (the sentinel reaches the master over TLS too); `ports[0]` is the master.
+    pub fn tls_sentinel(master_name: &str) -> (RedisServers, TlsFiles) {
+        let mut s = RedisServers::new("redis_tls_sentinel");
+        let files = TlsFiles::generate(&s.dir);
+        let (master, sentinel) = (free_port(), free_port());
+        let tls_lines = format!(
+            "port 0\nbind 127.0.0.1\ndir {dir}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+             tls-ca-cert-file {ca}\ntls-auth-clients yes\ntls-replication yes\n",
+            dir = s.dir.display(),
+            cert = files.server_cert.display(),
+            key = files.server_key.display(),
+            ca = files.ca.display(),
+        );
+        let master_conf = s.dir.join("master.conf");
+        std::fs::write(
+            &master_conf,
+            format!("{tls_lines}tls-port {master}\nsave \"\"\nappendonly no\n"),
+        )
+        .unwrap_or_else(|e| panic!("master.conf: {e}"));
+        s.spawn(&[master_conf.display().to_string()]);
+        wait_for(
+            Duration::from_secs(10),
+            "the TLS master answers PING",
+            || tls_cli(master, &files, &["PING"]).trim() == "PONG",
+        );
+        let conf = s.dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{tls_lines}tls-port {sentinel}\nsentinel monitor {master_name} 127.0.0.1 {master} 1\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("sentinel.conf: {e}"));
+        s.spawn(&[conf.display().to_string(), "--sentinel".into()]);
+        wait_for(
+            Duration::from_secs(20),
+            "the TLS sentinel names the master",
+            || {
+                tls_cli(
+                    sentinel,
+                    &files,
+                    &["SENTINEL", "get-master-addr-by-name", master_name],
+                )
+                .contains(&master.to_string())
+            },
+        );
+        s.ports = vec![master];
+        s.sentinel = Some(sentinel);
+        (s, files)
+    }
+}
+
+/// `redis-cli --tls` with the test CA and client certificate.
+pub fn tls_cli(port: u16, files: &TlsFiles, args: &[&str]) -> String {
+    redis_cli(port, Some(files), args)
 }

@@ -97,6 +97,7 @@ pools:
       count: 2
     balance: round_robin
     health: {{ kind: http, path: /health, interval: 1s }}
+    h2c_streams: true
 """
 
 

@@ -75,6 +75,9 @@ async def test_initialize_list_tools_and_add(gateway: Gateway, caplog: pytest.Lo
     # the gateway passes it on as 204, one of the two statuses the SDK takes as success.
     deletes = [status for method, status in rec.exchanges if method == "DELETE"]
     assert deletes == [204], rec.exchanges
+    # The SDK's standalone GET stream, which the gateway carries to the worker over h2c.
+    gets = [status for method, status in rec.exchanges if method == "GET"]
+    assert gets == [200], rec.exchanges
     assert not [r for r in caplog.records if "termination failed" in r.getMessage()]
 
 

@@ -1,11 +1,21 @@
 //! `redis`: exactly one of `url` (one server), `sentinel` or `cluster`, each address a
-//! `redis://` URL the client library can read.
+//! `redis://` (or `rediss://`, TLS) URL the client library can read; `tls` names PEM files
+//! for the TLS addresses, read and checked here.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
-use super::super::file::RedisFile;
-use super::super::model::{RedisConfig, RedisTopology};
+use super::super::file::{RedisFile, RedisTlsFile};
+use super::super::model::{RedisConfig, RedisTls, RedisTopology};
 use super::Validator;
+
+/// What a PEM file must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    Key,
+}
 
 impl Validator<'_> {
     pub(super) fn redis(&mut self, r: &RedisFile) -> Option<RedisConfig> {
@@ -58,7 +68,7 @@ impl Validator<'_> {
                 self.err(
                     &at,
                     "redis.url_env",
-                    "the variable's value is not a redis:// URL",
+                    "the variable's value is not a redis:// or rediss:// URL",
                 );
             }
             ok.then_some(RedisTopology::Standalone { url })
@@ -83,10 +93,96 @@ impl Validator<'_> {
                     nodes: c.nodes.iter().map(|n| n.value.clone()).collect(),
                 })
         };
+        let topology = topology?;
+        let tls = match &r.tls {
+            None => RedisTls::default(),
+            Some(t) => self.redis_tls(t, topology.uses_tls())?,
+        };
         Some(RedisConfig {
-            topology: topology?,
+            topology,
             prefix: r.prefix.clone(),
+            tls,
         })
+    }
+
+    fn redis_tls(&mut self, t: &RedisTlsFile, any_tls_address: bool) -> Option<RedisTls> {
+        let mut ok = true;
+        if !any_tls_address {
+            self.err(
+                &Location::UNKNOWN,
+                "redis.tls",
+                "is used only with rediss:// addresses, and none is given",
+            );
+            ok = false;
+        }
+        let ca_pem = match &t.ca_file {
+            Some(f) => {
+                let pem = self.pem_file(f, "redis.tls.ca_file", Pem::Certificates);
+                ok &= pem.is_some();
+                pem
+            }
+            None => None,
+        };
+        let client_pem = match (&t.cert_file, &t.key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let cert = self.pem_file(c, "redis.tls.cert_file", Pem::Certificates);
+                let key = self.pem_file(k, "redis.tls.key_file", Pem::Key);
+                ok &= cert.is_some() && key.is_some();
+                cert.zip(key)
+            }
+            (Some(c), None) => {
+                self.err(
+                    &c.referenced,
+                    "redis.tls.key_file",
+                    "cert_file needs key_file, the client certificate's private key",
+                );
+                return None;
+            }
+            (None, Some(k)) => {
+                self.err(
+                    &k.referenced,
+                    "redis.tls.cert_file",
+                    "key_file needs cert_file, the client certificate",
+                );
+                return None;
+            }
+        };
+        ok.then_some(RedisTls { ca_pem, client_pem })
+    }
+
+    /// The file's bytes when it holds what `kind` asks for; otherwise an error at its line.
+    fn pem_file(&mut self, path: &Spanned<String>, field: &str, kind: Pem) -> Option<Vec<u8>> {
+        let bytes = match std::fs::read(&path.value) {
+            Ok(b) => b,
+            Err(e) => {
+                self.err(
+                    &path.referenced,
+                    field,
+                    format!("cannot read {}: {e}", path.value),
+                );
+                return None;
+            }
+        };
+        let problem = match kind {
+            Pem::Certificates => {
+                match CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+                    Ok(certs) if certs.is_empty() => Some("holds no PEM certificate".to_string()),
+                    Ok(_) => None,
+                    Err(e) => Some(format!("is not a valid PEM certificate file: {e}")),
+                }
+            }
+            Pem::Key => PrivateKeyDer::from_pem_slice(&bytes)
+                .err()
+                .map(|e| format!("holds no PEM private key: {e}")),
+        };
+        match problem {
+            Some(p) => {
+                self.err(&path.referenced, field, format!("{} {p}", path.value));
+                None
+            }
+            None => Some(bytes),
+        }
     }
 
     fn redis_nodes(&mut self, nodes: &[Spanned<String>], path: &str) -> bool {
@@ -108,14 +204,19 @@ impl Validator<'_> {
     fn redis_url(&mut self, url: &Spanned<String>, path: &str) -> bool {
         let ok = is_redis_url(&url.value);
         if !ok {
-            self.err(&url.referenced, path, "expected redis://host:port");
+            self.err(
+                &url.referenced,
+                path,
+                "expected redis://host:port (or rediss://host:port for TLS)",
+            );
         }
         ok
     }
 }
 
 fn is_redis_url(url: &str) -> bool {
-    url.starts_with("redis://") && redis::Client::open(url).is_ok()
+    (url.starts_with("redis://") || url.starts_with("rediss://"))
+        && redis::Client::open(url).is_ok()
 }
 
 #[cfg(test)]
@@ -210,5 +311,95 @@ mod tests {
         assert!(e.contains("redis.sentinel.master"), "{e}");
         let e = errors("  sentinel:\n    nodes: [\"redis://h:26379\"]\n");
         assert!(e.contains("master"), "{e}");
+    }
+
+    /// A CA certificate and a key pair in PEM, written to a fresh directory.
+    fn pem_files() -> (std::path::PathBuf, String, String, String) {
+        let dir = std::env::temp_dir().join(format!("redis-tls-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .and_then(|p| p.self_signed(&key))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+            p.display().to_string()
+        };
+        let ca = write("ca.pem", &cert.pem());
+        let client_key = write("client.key", &key.serialize_pem());
+        let junk = write("junk.pem", "not a certificate\n");
+        (dir, ca, client_key, junk)
+    }
+
+    #[test]
+    fn tls_addresses_and_their_certificate_files_are_read() {
+        let (dir, ca, key, _) = pem_files();
+        let cfg = parse_and_validate(
+            &format!("{BASE}redis:\n  url: rediss://10.0.0.1:6380\n  tls:\n    ca_file: {ca}\n    cert_file: {ca}\n    key_file: {key}\n"),
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let redis = cfg.redis.unwrap_or_else(|| panic!("no redis"));
+        assert!(redis.topology.uses_tls());
+        let ca_pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(redis.tls.ca_pem.as_ref(), Some(&ca_pem));
+        assert!(redis.tls.client_pem.is_some());
+        // The key stays out of debug output.
+        let key_pem = std::fs::read_to_string(&key).unwrap_or_else(|e| panic!("{e}"));
+        let debug = format!("{:?}", redis.tls);
+        assert!(
+            !debug.contains(key_pem.lines().nth(1).unwrap_or("-")),
+            "{debug}"
+        );
+        // rediss:// alone: TLS with the system's roots.
+        let t = topology("  cluster: { nodes: [\"rediss://10.0.0.1:7000\"] }\n");
+        assert!(t.uses_tls());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_tls_settings_are_errors_with_their_lines() {
+        let (dir, ca, key, junk) = pem_files();
+        let e = errors(&format!(
+            "  url: redis://127.0.0.1:6379\n  tls: {{ ca_file: {ca} }}\n"
+        ));
+        assert!(e.contains("redis.tls"), "{e}");
+        assert!(e.contains("only with rediss://"), "{e}");
+        let e =
+            errors("  url: rediss://127.0.0.1:6379\n  tls:\n    ca_file: /nonexistent/ca.pem\n");
+        assert!(e.contains("t.yaml:10:"), "{e}");
+        assert!(e.contains("redis.tls.ca_file"), "{e}");
+        assert!(e.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        let e = errors(&format!(
+            "  url: rediss://127.0.0.1:6379\n  tls:\n    ca_file: {junk}\n"
+        ));
+        assert!(
+            e.contains("t.yaml:10:") && e.contains("holds no PEM certificate"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "  url: rediss://127.0.0.1:6379\n  tls:\n    cert_file: {ca}\n    key_file: {ca}\n"
+        ));
+        assert!(e.contains("t.yaml:11:"), "{e}");
+        assert!(
+            e.contains("redis.tls.key_file") && e.contains("no PEM private key"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "  url: rediss://127.0.0.1:6379\n  tls:\n    cert_file: {ca}\n"
+        ));
+        assert!(
+            e.contains("redis.tls.key_file") && e.contains("needs key_file"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "  url: rediss://127.0.0.1:6379\n  tls:\n    key_file: {key}\n"
+        ));
+        assert!(
+            e.contains("redis.tls.cert_file") && e.contains("needs cert_file"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
