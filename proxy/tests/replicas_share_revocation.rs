@@ -1,5 +1,6 @@
 //! Two gateway processes sharing a database and Redis: a revocation made on one is enforced
-//! by the other within a second (Redis pub/sub), and at once on the one that made it.
+//! by the other within a second (Redis pub/sub), and at once on the one that made it. Without
+//! Redis, a logout still reaches the other replica, through the database's cutoff table.
 
 mod common;
 
@@ -210,4 +211,58 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     );
     assert_eq!(init_status(&a.url(), ("authorization", &fresh)).await, 200);
     assert_eq!(init_status(&b.url(), ("authorization", &fresh)).await, 200);
+}
+
+/// No Redis: the logout's cutoff reaches the other replica through the database, which every
+/// replica reads every few seconds (`CUTOFF_POLL_INTERVAL`, 5 s).
+#[tokio::test]
+async fn without_redis_a_logout_reaches_the_other_replica_through_the_database() {
+    let db = temp_path("shared-no-redis.db").display().to_string();
+    let config = |port: u16, admin: u16, public_port: u16| {
+        replica_config(port, admin, public_port, &db, "unused")
+            .lines()
+            .filter(|l| !l.starts_with("redis:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (pa, aa) = (free_port(), free_port());
+    let a = Gateway::start_with(&config(pa, aa, pa), pa, aa).await;
+    let (pb, ab) = (free_port(), free_port());
+    let b = Gateway::start_with(&config(pb, ab, pa), pb, ab).await;
+    let base_a = format!("http://127.0.0.1:{pa}");
+    let _ = register_and_login(&base_a, "hal@example.test").await;
+    let login: Value = reqwest::Client::new()
+        .post(format!("{base_a}/auth/login"))
+        .json(&json!({"email": "hal@example.test", "password": TEST_PASSWORD}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let refresh = login["refresh_token"].as_str().unwrap_or_default();
+    let bearer = format!(
+        "Bearer {}",
+        login["access_token"].as_str().unwrap_or_default()
+    );
+    assert_eq!(init_status(&b.url(), ("authorization", &bearer)).await, 200);
+    let r = reqwest::Client::new()
+        .post(format!("{base_a}/auth/logout"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.status().is_success());
+    assert_eq!(init_status(&a.url(), ("authorization", &bearer)).await, 401);
+    let took = refused_within(
+        &b.url(),
+        ("authorization", &bearer),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "B still accepts a token logged out on A after 10 s; B log:\n{}",
+        b.log_text()
+    );
 }

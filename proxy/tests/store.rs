@@ -962,14 +962,15 @@ fn migrate_command_applies_then_reports() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        "0001 identity (applied)\n0002 token cutoffs (applied)\n0003 request logs (applied)\n0004 oauth (applied)\n"
+        "0001 identity (applied)\n0002 token cutoffs (applied)\n0003 request logs (applied)\n0004 oauth (applied)\n0005 token cutoff index (applied)\n"
     );
     let second = run();
     assert!(second.status.success(), "{second:?}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
         "0001 identity (already applied)\n0002 token cutoffs (already applied)\n\
-         0003 request logs (already applied)\n0004 oauth (already applied)\n"
+         0003 request logs (already applied)\n0004 oauth (already applied)\n\
+         0005 token cutoff index (already applied)\n"
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))

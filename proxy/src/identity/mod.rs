@@ -42,6 +42,13 @@ pub const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How often the key ring is re-read from the database (keys rotated by another replica
 /// appear within this interval) and rotation is checked.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// How often each replica reads the token cutoffs (logout, role change, disable) from the
+/// database: the path by which one reaches a replica that missed its Redis message (no
+/// Redis configured, or Redis away when it was sent).
+pub const CUTOFF_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Clock difference between replicas that the cutoff poll tolerates: each poll reads the
+/// cutoffs set from this long before the previous one.
+const CUTOFF_POLL_SKEW_SECS: i64 = 60;
 /// Leeway on `exp`/`iat` when this service verifies its own access tokens.
 const LEEWAY_SECS: u64 = 30;
 
@@ -270,7 +277,8 @@ impl IdentityService {
             service.cutoffs.insert(user, at);
         }
         let weak = Arc::downgrade(&service);
-        tokio::spawn(reload_loop(weak));
+        tokio::spawn(reload_loop(weak.clone()));
+        tokio::spawn(cutoff_poll_loop(weak));
         Ok(service)
     }
 
@@ -798,6 +806,47 @@ async fn reload_loop(service: Weak<IdentityService>) {
         };
         if let Err(e) = service.maintain_keys().await {
             tracing::warn!(error = %e, "signing key maintenance failed");
+        }
+    }
+}
+
+/// Apply the cutoffs other replicas wrote to the database since shortly before the last
+/// poll (see [`CUTOFF_POLL_INTERVAL`]); ends when the service is dropped.
+async fn cutoff_poll_loop(service: Weak<IdentityService>) {
+    let mut tick = tokio::time::interval(CUTOFF_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut since = store::now().saturating_sub(CUTOFF_POLL_SKEW_SECS);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let started = store::now();
+        match service.store.token_cutoffs_since(since).await {
+            Ok(cutoffs) => {
+                for (user_id, not_before) in cutoffs {
+                    service.apply(&Invalidation::UserCutoff {
+                        user_id,
+                        not_before,
+                    });
+                }
+                since = started.saturating_sub(CUTOFF_POLL_SKEW_SECS);
+                if failing {
+                    tracing::info!("token cutoffs: the database answers again");
+                    failing = false;
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!(
+                    error = %e,
+                    "token cutoffs: cannot read the database; logouts made on other replicas \
+                     wait for it unless Redis brings them"
+                );
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }
