@@ -231,20 +231,8 @@ async fn without_redis_a_logout_reaches_the_other_replica_through_the_database()
     let b = Gateway::start_with(&config(pb, ab, pa), pb, ab).await;
     let base_a = format!("http://127.0.0.1:{pa}");
     let _ = register_and_login(&base_a, "hal@example.test").await;
-    let login: Value = reqwest::Client::new()
-        .post(format!("{base_a}/auth/login"))
-        .json(&json!({"email": "hal@example.test", "password": TEST_PASSWORD}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    let refresh = login["refresh_token"].as_str().unwrap_or_default();
-    let bearer = format!(
-        "Bearer {}",
-        login["access_token"].as_str().unwrap_or_default()
-    );
+    let (token, refresh) = login_tokens(&base_a, "hal@example.test").await;
+    let bearer = format!("Bearer {token}");
     assert_eq!(init_status(&b.url(), ("authorization", &bearer)).await, 200);
     let r = reqwest::Client::new()
         .post(format!("{base_a}/auth/logout"))

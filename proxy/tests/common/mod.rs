@@ -426,6 +426,11 @@ pub const TEST_PASSWORD: &str = "a fine long passphrase";
 
 /// Log in to the gateway's identity service at `base`; the access token.
 pub async fn login(base: &str, email: &str) -> String {
+    login_tokens(base, email).await.0
+}
+
+/// Log in to the gateway's identity service at `base`; (access token, refresh token).
+pub async fn login_tokens(base: &str, email: &str) -> (String, String) {
     let v: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/auth/login"))
         .json(&serde_json::json!({"email": email, "password": TEST_PASSWORD}))
@@ -437,7 +442,8 @@ pub async fn login(base: &str, email: &str) -> String {
         .unwrap_or_default();
     let token = v["access_token"].as_str().unwrap_or_default();
     assert!(!token.is_empty(), "login failed: {v}");
-    token.to_string()
+    let refresh = v["refresh_token"].as_str().unwrap_or_default();
+    (token.to_string(), refresh.to_string())
 }
 
 /// Register `email` (password [`TEST_PASSWORD`]) and log in; (user id, access token).
