@@ -19,14 +19,16 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::sentinel::{
+    SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType,
+};
 use redis::{
     AsyncConnectionConfig, ClientTlsConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
+    RedisConnectionInfo, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 use tokio::sync::Mutex;
 
-use crate::config::{RedisConfig, RedisTls, RedisTopology};
+use crate::config::{MasterAuth, RedisConfig, RedisTls, RedisTopology};
 
 /// The longest wait for one TCP connection (to a server, a sentinel or a cluster node).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -81,19 +83,27 @@ fn cluster_builder(nodes: &[String], certs: Option<&TlsCertificates>) -> Cluster
     }
 }
 
-/// Sentinels at `nodes` naming `master`. With `rediss://` sentinels, the master is reached
-/// over TLS too, both with `redis.tls`'s certificates, and the first node's user and
-/// password are the sentinels'.
+/// Sentinels at `nodes` naming `master`, reached with `auth` when given. With `rediss://`
+/// sentinels, the master is reached over TLS too, both with `redis.tls`'s certificates, and
+/// the first node's user and password are the sentinels'.
 fn sentinel_client(
     master: &str,
     nodes: &[String],
+    auth: Option<&MasterAuth>,
     tls: &RedisTls,
 ) -> Result<SentinelClient, RedisError> {
     if !nodes.iter().any(|n| n.starts_with("rediss://")) {
+        let to_master = auth.map(|a| {
+            let mut info = RedisConnectionInfo::default().set_password(&a.password);
+            if let Some(user) = &a.username {
+                info = info.set_username(user);
+            }
+            SentinelNodeConnectionInfo::default().set_redis_connection_info(info)
+        });
         return SentinelClient::build(
             nodes.iter().map(String::as_str).collect(),
             master,
-            None,
+            to_master,
             SentinelServerType::Master,
         );
     }
@@ -117,6 +127,12 @@ fn sentinel_client(
             builder = builder.set_client_to_sentinel_password(password);
         }
     }
+    if let Some(a) = auth {
+        builder = builder.set_client_to_redis_password(&a.password);
+        if let Some(user) = &a.username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+    }
     if let Some(certs) = certificates(tls) {
         builder = builder
             .set_client_to_sentinel_certificates(certs.clone())
@@ -138,8 +154,13 @@ impl RedisConnector {
             RedisTopology::Standalone { url } => {
                 Kind::Standalone(client(url, certs.as_ref()).map_err(RedisConnError::Config)?)
             }
-            RedisTopology::Sentinel { master, nodes } => Kind::Sentinel(Mutex::new(
-                sentinel_client(master, nodes, &cfg.tls).map_err(RedisConnError::Config)?,
+            RedisTopology::Sentinel {
+                master,
+                nodes,
+                master_auth,
+            } => Kind::Sentinel(Mutex::new(
+                sentinel_client(master, nodes, master_auth.as_ref(), &cfg.tls)
+                    .map_err(RedisConnError::Config)?,
             )),
             RedisTopology::Cluster { nodes } => {
                 cluster_builder(nodes, certs.as_ref())
@@ -294,6 +315,7 @@ mod tests {
             RedisTopology::Sentinel {
                 master: "m".into(),
                 nodes: vec!["redis://127.0.0.1:1".into()],
+                master_auth: None,
             },
             RedisTopology::Cluster {
                 nodes: vec!["redis://127.0.0.1:1".into(), "redis://127.0.0.1:2".into()],
@@ -326,6 +348,10 @@ mod tests {
             RedisTopology::Sentinel {
                 master: "m".into(),
                 nodes: vec!["rediss://:secret@127.0.0.1:1".into()],
+                master_auth: Some(MasterAuth {
+                    username: Some("gateway".into()),
+                    password: "master-secret".into(),
+                }),
             },
             RedisTopology::Cluster {
                 nodes: vec!["rediss://127.0.0.1:1".into()],

@@ -83,3 +83,60 @@ async fn a_limit_on_a_sentinel_master_stays_exact_across_a_failover() {
         "back on Redis"
     );
 }
+
+/// A master that asks for a password: the gateway reaches it with `master_password_env`;
+/// without it, Redis counts as down and the warning says why.
+#[tokio::test]
+async fn a_master_with_a_password_is_reached_with_master_password_env() {
+    const PASSWORD: &str = "master-pass-for-test";
+    std::env::set_var("MCP_TEST_REDIS_MASTER_PASSWORD", PASSWORD);
+    let servers = RedisServers::sentinel_with_password("authmaster", PASSWORD);
+    let master = servers.ports[0];
+    let sentinel = servers.sentinel.unwrap_or_default();
+    for with_password in [true, false] {
+        let prefix = unique_name("rlsa");
+        let auth = if with_password {
+            ", master_password_env: MCP_TEST_REDIS_MASTER_PASSWORD"
+        } else {
+            ""
+        };
+        let extra = format!(
+            "redis:\n  sentinel: {{ master: authmaster, nodes: [\"redis://127.0.0.1:{sentinel}\"]{auth} }}\n  prefix: \"{prefix}\"\nrate_limits:\n  defaults: false\n  redis_timeout: 500ms\n  policies:\n    shared: {{ key: [ip], rate: 3/h, backend: redis, on_redis_error: local }}\n"
+        );
+        let (port, admin) = (free_port(), free_port());
+        let gw = Gateway::start_with(&spawn_pool_config(port, admin, 1, &extra), port, admin).await;
+        let http = reqwest::Client::new();
+        if with_password {
+            gw.wait_redis_up().await;
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                statuses.push(init_status(&http, &gw.url(), &[]).await);
+            }
+            assert_eq!(statuses, [200, 200, 200, 429]);
+            let keys = cli(
+                master,
+                &[
+                    "-a",
+                    PASSWORD,
+                    "--no-auth-warning",
+                    "--scan",
+                    "--pattern",
+                    &format!("{prefix}:rl:*"),
+                ],
+            );
+            assert_eq!(keys.lines().filter(|l| !l.trim().is_empty()).count(), 1);
+        } else {
+            let warned = wait_until(Duration::from_secs(10), || {
+                gw.log_text()
+                    .contains("rate limits: cannot connect to Redis")
+            });
+            let log = gw.log_text();
+            assert!(warned, "no warning:\n{log}");
+            assert!(
+                log.contains("NOAUTH") || log.contains("uthentication"),
+                "{log}"
+            );
+            assert_eq!(gw.redis_down().await, Some(1));
+        }
+    }
+}

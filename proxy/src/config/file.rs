@@ -185,6 +185,12 @@ pub struct RedisSentinelFile {
     pub master: Spanned<String>,
     /// Sentinels: `redis://host:26379`, at least one.
     pub nodes: Vec<Spanned<String>>,
+    /// The environment variable holding the master's password (`requirepass`), if it has one.
+    #[serde(default)]
+    pub master_password_env: Option<Spanned<String>>,
+    /// The master's ACL user, with `master_password_env`.
+    #[serde(default)]
+    pub master_username: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

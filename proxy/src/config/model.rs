@@ -104,10 +104,31 @@ impl std::fmt::Debug for RedisTls {
 pub enum RedisTopology {
     /// One server.
     Standalone { url: String },
-    /// The master `master`, as the sentinels at `nodes` name it.
-    Sentinel { master: String, nodes: Vec<String> },
+    /// The master `master`, as the sentinels at `nodes` name it, with the master's
+    /// credentials when it asks for them.
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+        master_auth: Option<MasterAuth>,
+    },
     /// A Redis Cluster with these seed nodes.
     Cluster { nodes: Vec<String> },
+}
+
+/// The Sentinel master's user (ACL) and password; the password stays out of debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterAuth {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MasterAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterAuth")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 impl RedisTopology {

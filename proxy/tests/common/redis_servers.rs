@@ -219,37 +219,85 @@ impl RedisServers {
             "the replica is in sync with the master",
             || cli(replica, &["INFO", "replication"]).contains("master_link_status:up"),
         );
-        // A sentinel rewrites its configuration file, so it gets one of its own.
-        let conf = s.dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {sentinel}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {master_name} 127.0.0.1 {master} 1\n\
-                 sentinel down-after-milliseconds {master_name} 1000\n\
-                 sentinel failover-timeout {master_name} 10000\n",
-                dir = s.dir.display()
+        s.start_sentinel(
+            sentinel,
+            master_name,
+            master,
+            &format!(
+                "sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 10000\n"
             ),
-        )
-        .unwrap_or_else(|e| panic!("sentinel.conf: {e}"));
-        s.spawn(&[conf.display().to_string(), "--sentinel".into()]);
-        Self::wait_ping(sentinel);
+        );
         wait_for(
             Duration::from_secs(20),
-            "the sentinel knows the master and its replica",
-            || {
-                cli(
-                    sentinel,
-                    &["SENTINEL", "get-master-addr-by-name", master_name],
-                )
-                .contains(&master.to_string())
-                    && cli(sentinel, &["SENTINEL", "replicas", master_name])
-                        .contains(&replica.to_string())
-            },
+            "the sentinel knows the master's replica",
+            || cli(sentinel, &["SENTINEL", "replicas", master_name]).contains(&replica.to_string()),
         );
         s.ports = vec![master, replica];
         s.sentinel = Some(sentinel);
         s
+    }
+
+    /// A master that asks for `password` (`requirepass`) and one sentinel that knows it
+    /// (`sentinel auth-pass`); `ports[0]` is the master. No replica.
+    pub fn sentinel_with_password(master_name: &str, password: &str) -> RedisServers {
+        let mut s = RedisServers::new("redis_sentinel_auth");
+        let (master, sentinel) = (free_port(), free_port());
+        s.spawn(
+            &[
+                "--port",
+                &master.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            .map(String::from),
+        );
+        wait_for(
+            Duration::from_secs(10),
+            "the master answers PING with its password",
+            || cli(master, &["-a", password, "--no-auth-warning", "PING"]).trim() == "PONG",
+        );
+        s.start_sentinel(
+            sentinel,
+            master_name,
+            master,
+            &format!("sentinel auth-pass {master_name} {password}\n"),
+        );
+        s.ports = vec![master];
+        s.sentinel = Some(sentinel);
+        s
+    }
+
+    /// A sentinel on `port` watching `master` as `master_name` (quorum 1), with `extra`
+    /// configuration lines; returns once it names the master.
+    fn start_sentinel(&mut self, port: u16, master_name: &str, master: u16, extra: &str) {
+        // A sentinel rewrites its configuration file, so it gets one of its own.
+        let conf = self.dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {master} 1\n{extra}",
+                dir = self.dir.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("sentinel.conf: {e}"));
+        self.spawn(&[conf.display().to_string(), "--sentinel".into()]);
+        Self::wait_ping(port);
+        wait_for(
+            Duration::from_secs(20),
+            "the sentinel names the master",
+            || {
+                cli(port, &["SENTINEL", "get-master-addr-by-name", master_name])
+                    .contains(&master.to_string())
+            },
+        );
     }
 
     /// The port the sentinel currently names as master.

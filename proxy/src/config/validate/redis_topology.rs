@@ -6,8 +6,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_saphyr::{Location, Spanned};
 
-use super::super::file::{RedisFile, RedisTlsFile};
-use super::super::model::{RedisConfig, RedisTls, RedisTopology};
+use super::super::file::{RedisFile, RedisSentinelFile, RedisTlsFile};
+use super::super::model::{MasterAuth, RedisConfig, RedisTls, RedisTopology};
 use super::Validator;
 
 /// What a PEM file must hold.
@@ -82,9 +82,12 @@ impl Validator<'_> {
                 );
                 ok = false;
             }
+            let master_auth = self.master_auth(s);
+            ok &= master_auth.is_ok();
             ok.then(|| RedisTopology::Sentinel {
                 master: s.master.value.clone(),
                 nodes: s.nodes.iter().map(|n| n.value.clone()).collect(),
+                master_auth: master_auth.ok().flatten(),
             })
         } else {
             let c = r.cluster.as_ref()?;
@@ -103,6 +106,35 @@ impl Validator<'_> {
             prefix: r.prefix.clone(),
             tls,
         })
+    }
+
+    /// `sentinel.master_password_env` (read now) and `master_username`; `Err` after an error.
+    fn master_auth(&mut self, s: &RedisSentinelFile) -> Result<Option<MasterAuth>, ()> {
+        match (&s.master_password_env, &s.master_username) {
+            (None, None) => Ok(None),
+            (None, Some(user)) => {
+                self.err(
+                    &user.referenced,
+                    "redis.sentinel.master_password_env",
+                    "master_username needs master_password_env",
+                );
+                Err(())
+            }
+            (Some(var), user) => match std::env::var(&var.value) {
+                Ok(password) if !password.is_empty() => Ok(Some(MasterAuth {
+                    username: user.as_ref().map(|u| u.value.clone()),
+                    password,
+                })),
+                _ => {
+                    self.err(
+                        &var.referenced,
+                        "redis.sentinel.master_password_env",
+                        format!("the environment variable {} is not set", var.value),
+                    );
+                    Err(())
+                }
+            },
+        }
     }
 
     fn redis_tls(&mut self, t: &RedisTlsFile, any_tls_address: bool) -> Option<RedisTls> {
@@ -253,7 +285,8 @@ mod tests {
                 nodes: vec![
                     "redis://10.0.0.1:26379".into(),
                     "redis://10.0.0.2:26379".into()
-                ]
+                ],
+                master_auth: None,
             }
         );
         assert_eq!(
@@ -401,5 +434,35 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_sentinel_master_password_comes_from_the_environment() {
+        std::env::set_var("REDIS_TOPOLOGY_TEST_MASTER_PW", "s3cret");
+        let t = topology("  sentinel:\n    master: m\n    nodes: [\"redis://h:26379\"]\n    master_password_env: REDIS_TOPOLOGY_TEST_MASTER_PW\n    master_username: gw\n");
+        let RedisTopology::Sentinel { master_auth, .. } = &t else {
+            panic!("{t:?}");
+        };
+        assert_eq!(
+            master_auth,
+            &Some(MasterAuth {
+                username: Some("gw".into()),
+                password: "s3cret".into()
+            })
+        );
+        // The password stays out of debug output.
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let e = errors("  sentinel:\n    master: m\n    nodes: [\"redis://h:26379\"]\n    master_password_env: REDIS_TOPOLOGY_TEST_UNSET_VAR\n");
+        assert!(e.contains("t.yaml:11:"), "{e}");
+        assert!(e.contains("redis.sentinel.master_password_env"), "{e}");
+        assert!(
+            e.contains("REDIS_TOPOLOGY_TEST_UNSET_VAR is not set"),
+            "{e}"
+        );
+        let e = errors("  sentinel:\n    master: m\n    nodes: [\"redis://h:26379\"]\n    master_username: gw\n");
+        assert!(
+            e.contains("master_username needs master_password_env"),
+            "{e}"
+        );
     }
 }
