@@ -70,6 +70,11 @@ async def test_initialize_list_tools_and_add(gateway: Gateway, caplog: pytest.Lo
 
             result = await session.call_tool("add", {"a": 2, "b": 3})
             assert only_text(result) == "5"
+            # The SDK opens its standalone GET stream in the background after initialize;
+            # wait for its answer before closing, so the check below does not race it.
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                while not any(method == "GET" for method, _ in rec.exchanges):
+                    await anyio.sleep(0.02)
 
     # Closing the client ends the session with DELETE. The worker answers 202 with no body;
     # the gateway passes it on as 204, one of the two statuses the SDK takes as success.
