@@ -345,12 +345,7 @@ async fn get_streams_share_h2c_connections_to_the_worker() {
             &format!("    balance: round_robin\n    h2c_streams: {h2c}\n"),
         );
         let gw = Gateway::start_with(&config, port, admin).await;
-        let pools: Value = reqwest::get(gw.admin_url("/admin/pools"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let pools = gw.admin_json("/admin/pools").await;
         let worker: std::net::SocketAddr = pools["pools"][0]["workers"][0]["address"]
             .as_str()
             .and_then(|a| a.parse().ok())
@@ -407,6 +402,99 @@ async fn get_streams_share_h2c_connections_to_the_worker() {
             assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("5"));
         }
     }
+}
+
+/// A worker that speaks only HTTP/1.1, as a remote server without h2c would: `initialize`
+/// gets a session id, notifications 202, other requests a JSON answer, and the HTTP/2
+/// preface a 400.
+async fn http1_only_worker() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < body_start + length {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&buf[body_start..]).to_string();
+                let answer = if head.starts_with("pri * http/2.0") {
+                    "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_string()
+                } else if body.contains("\"notifications/") {
+                    "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_string()
+                } else {
+                    let json = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"http1-only","version":"1"}}}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: raw-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                        json.len()
+                    )
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// `h2c_streams` on a pool whose worker does not speak h2c: its GET streams fail with 502
+/// and one warning says what to change, but the worker is not ejected and keeps serving
+/// POSTs.
+#[tokio::test]
+async fn a_worker_without_h2c_fails_get_streams_but_stays_in_the_pool() {
+    let worker = http1_only_worker().await;
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\nroutes:\n  - {{ path: /mcp, pool: remote, upstream_path: /mcp }}\npools:\n  remote:\n    upstreams: [\"127.0.0.1:{worker}\"]\n    health: {{ kind: tcp, interval: 1s }}\n    h2c_streams: true\n"
+    );
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    for _ in 0..4 {
+        let r = raw_stream(&http, &gw.url(), &sid).await;
+        assert_eq!(r.status(), 502);
+    }
+    let pools = gw.admin_json("/admin/pools").await;
+    assert_eq!(
+        pools["pools"][0]["workers"][0]["healthy"],
+        true,
+        "{pools}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(init_status(&http, &gw.url(), &[]).await, 200);
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("set h2c_streams: false").count(),
+        1,
+        "one warning expected:\n{log}"
+    );
+    assert!(!log.contains("ejected"), "{log}");
 }
 
 #[tokio::test]

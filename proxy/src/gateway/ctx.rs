@@ -29,6 +29,8 @@ pub struct Routing {
     /// Set for the identity service's endpoints: proxied to this loopback address.
     pub internal: Option<std::net::SocketAddr>,
     pub guard: Option<InflightGuard>,
+    /// The request goes to the worker over h2c (a GET stream on an `h2c_streams` pool).
+    pub h2c: bool,
 }
 
 /// The JSON-RPC body, held until whole.

@@ -252,6 +252,7 @@ pub fn choose_peer(ctx: &mut Ctx, get_stream: bool) -> Result<Box<HttpPeer>, Gat
     if get_stream && pool.config.h2c_streams {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2C_STREAMS_PER_CONNECTION;
+        ctx.routing.h2c = true;
     }
     ctx.routing.endpoint = Some(endpoint);
     ctx.routing.guard = Some(InflightGuard::new(worker));
@@ -304,6 +305,15 @@ pub fn upstream_failed(ctx: &Ctx, e: &Error) {
         return;
     };
     let w = guard.worker();
+    if ctx.routing.h2c && matches!(e.etype(), ErrorType::H2Error | ErrorType::InvalidH2) {
+        // Most likely a worker that does not speak h2c: its GET streams fail (502), but it
+        // still serves POSTs, so it is not ejected for it.
+        if !route.pool.h2c_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(pool = %route.pool.name, worker = %w.id, error = %e,
+                "a GET stream over h2c failed: if this pool's workers do not speak h2c, set h2c_streams: false");
+        }
+        return;
+    }
     if w.record_failure(route.pool.config.health.unhealthy_after) {
         tracing::warn!(pool = %route.pool.name, worker = %w.id, error = %e, "worker failed while answering; ejected");
     }

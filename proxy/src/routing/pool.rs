@@ -122,6 +122,8 @@ pub struct Pool {
     pub config: PoolConfig,
     pub workers: Vec<Arc<Worker>>,
     next: AtomicUsize,
+    /// A worker failed an h2c stream with an HTTP/2 error: warned once (`h2c_streams`).
+    pub h2c_warned: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -131,6 +133,7 @@ impl Pool {
             config,
             workers,
             next: AtomicUsize::new(0),
+            h2c_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -168,6 +168,16 @@ impl Gateway {
         }
     }
 
+    /// `GET` an admin endpoint (open admin API, loopback) as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.admin_url(path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// `mcp_gateway_ratelimit_redis_down`: 1 while the gateway has no Redis connection.
     pub async fn redis_down(&self) -> Option<i64> {
         self.metrics()
