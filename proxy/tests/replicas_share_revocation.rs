@@ -62,12 +62,18 @@ async fn refused_within(url: &str, header: (&str, &str), limit: Duration) -> Opt
     None
 }
 
-#[tokio::test]
-async fn revocations_reach_the_other_replica_within_a_second() {
+/// The identity service's key for stored credentials and signing keys, the same for both
+/// replicas (each test sets it: tests run alone or in any order).
+fn set_credentials_key() {
     std::env::set_var(
         "MCP_GATEWAY_CREDENTIALS_KEY",
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     );
+}
+
+#[tokio::test]
+async fn revocations_reach_the_other_replica_within_a_second() {
+    set_credentials_key();
     let db = temp_path("shared.db").display().to_string();
     let prefix = format!("mcp-test-{}-{}", std::process::id(), free_port());
     let (pa, aa) = (free_port(), free_port());
@@ -217,6 +223,7 @@ async fn revocations_reach_the_other_replica_within_a_second() {
 /// replica reads every few seconds (`CUTOFF_POLL_INTERVAL`, 5 s).
 #[tokio::test]
 async fn without_redis_a_logout_reaches_the_other_replica_through_the_database() {
+    set_credentials_key();
     let db = temp_path("shared-no-redis.db").display().to_string();
     let config = |port: u16, admin: u16, public_port: u16| {
         replica_config(port, admin, public_port, &db, "unused")
