@@ -66,6 +66,11 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// A `kB` value of `/proc/PID/status` (e.g. `VmRSS`).
 pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    parse_status_number(status, key)
+}
+
+/// The number a `/proc/PID/status` line `key:` starts with (a unit after it is ignored).
+fn parse_status_number(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
         rest.split_whitespace().next()?.parse().ok()
@@ -76,15 +81,7 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 pub fn parse_status_ctx_switches(status: &str) -> u64 {
     ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
         .iter()
-        .filter_map(|key| {
-            status.lines().find_map(|line| {
-                line.strip_prefix(key)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-        })
+        .filter_map(|key| parse_status_number(status, key))
         .sum()
 }
 
