@@ -30,6 +30,9 @@ const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agen
 /// The log pipeline's connection pool, opened on first use and reopened after failures.
 pub struct LogDb {
     url: String,
+    /// Read from `url` once; it picks the placeholders (`write_batch`). A URL naming neither
+    /// backend cannot open a pool: `$n` then.
+    backend: Backend,
     migrate: bool,
     pool: Option<AnyPool>,
 }
@@ -38,6 +41,7 @@ impl LogDb {
     pub fn new(url: &str, migrate: bool) -> LogDb {
         LogDb {
             url: url.to_owned(),
+            backend: Backend::from_url(url).unwrap_or(Backend::Postgres),
             migrate,
             pool: None,
         }
@@ -88,9 +92,7 @@ impl LogDb {
         // stream). If it did commit, the replay is absorbed by the unique ids.
         let result = match tokio::time::timeout(WRITE_TIMEOUT, async {
             let pool = self.pool().await?;
-            // A URL naming neither backend cannot have opened a pool: `$n` then.
-            let backend = Backend::from_url(&self.url).unwrap_or(Backend::Postgres);
-            write_batch(&pool, entries, backend)
+            write_batch(&pool, entries, self.backend)
                 .await
                 .map_err(|e| e.to_string())
         })
