@@ -83,16 +83,17 @@ fn cluster_builder(nodes: &[String], certs: Option<&TlsCertificates>) -> Cluster
     }
 }
 
-/// Sentinels at `nodes` naming `master`, reached with `auth` when given. With `rediss://`
-/// sentinels, the master is reached over TLS too, both with `redis.tls`'s certificates, and
-/// the first node's user and password are the sentinels'.
+/// Sentinels at `nodes` naming `master`, reached with `auth` when given. With `tls` (some
+/// sentinel is `rediss://`), the master is reached over TLS too, both with `certs` when
+/// given, and the first node's user and password are the sentinels'.
 fn sentinel_client(
     master: &str,
     nodes: &[String],
     auth: Option<&MasterAuth>,
-    tls: &RedisTls,
+    tls: bool,
+    certs: Option<&TlsCertificates>,
 ) -> Result<SentinelClient, RedisError> {
-    if !nodes.iter().any(|n| n.starts_with("rediss://")) {
+    if !tls {
         let to_master = auth.map(|a| {
             let mut info = RedisConnectionInfo::default().set_password(&a.password);
             if let Some(user) = &a.username {
@@ -133,10 +134,10 @@ fn sentinel_client(
             builder = builder.set_client_to_redis_username(user);
         }
     }
-    if let Some(certs) = certificates(tls) {
+    if let Some(certs) = certs {
         builder = builder
             .set_client_to_sentinel_certificates(certs.clone())
-            .set_client_to_redis_certificates(certs);
+            .set_client_to_redis_certificates(certs.clone());
     }
     builder.build()
 }
@@ -159,8 +160,14 @@ impl RedisConnector {
                 nodes,
                 master_auth,
             } => Kind::Sentinel(Mutex::new(
-                sentinel_client(master, nodes, master_auth.as_ref(), &cfg.tls)
-                    .map_err(RedisConnError::Config)?,
+                sentinel_client(
+                    master,
+                    nodes,
+                    master_auth.as_ref(),
+                    cfg.topology.uses_tls(),
+                    certs.as_ref(),
+                )
+                .map_err(RedisConnError::Config)?,
             )),
             RedisTopology::Cluster { nodes } => {
                 cluster_builder(nodes, certs.as_ref())
