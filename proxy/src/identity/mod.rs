@@ -273,13 +273,22 @@ impl IdentityService {
         // Cutoffs that still matter: tokens issued before them may not have expired yet.
         let since =
             store::now().saturating_sub(secs(service.cfg.access_ttl) + LEEWAY_SECS as i64 + 60);
-        for (user, at) in service.store.token_cutoffs_since(since).await? {
-            service.cutoffs.insert(user, at);
-        }
+        service.load_cutoffs_since(since).await?;
         let weak = Arc::downgrade(&service);
         tokio::spawn(reload_loop(weak.clone()));
         tokio::spawn(cutoff_poll_loop(weak));
         Ok(service)
+    }
+
+    /// Apply the token cutoffs stored later than `since` (unix seconds) to this process.
+    async fn load_cutoffs_since(&self, since: i64) -> Result<(), StoreError> {
+        for (user_id, not_before) in self.store.token_cutoffs_since(since).await? {
+            self.apply(&Invalidation::UserCutoff {
+                user_id,
+                not_before,
+            });
+        }
+        Ok(())
     }
 
     /// Send audit events to `sink` from now on instead of writing them directly.
@@ -824,14 +833,8 @@ async fn cutoff_poll_loop(service: Weak<IdentityService>) {
             return;
         };
         let started = store::now();
-        match service.store.token_cutoffs_since(since).await {
-            Ok(cutoffs) => {
-                for (user_id, not_before) in cutoffs {
-                    service.apply(&Invalidation::UserCutoff {
-                        user_id,
-                        not_before,
-                    });
-                }
+        match service.load_cutoffs_since(since).await {
+            Ok(()) => {
                 since = started.saturating_sub(CUTOFF_POLL_SKEW_SECS);
                 if failing {
                     tracing::info!("token cutoffs: the database answers again");
