@@ -3,9 +3,6 @@
 //! handshake fails (a CA the gateway was not told to trust, no client certificate).
 
 mod common;
-
-use std::time::Duration;
-
 use common::redis_servers::{tls_cli, RedisServers, TlsFiles};
 use common::*;
 
@@ -91,12 +88,7 @@ async fn an_untrusted_server_or_a_missing_client_certificate_is_redis_down() {
             admin,
         )
         .await;
-        let ok = wait_until(Duration::from_secs(10), || {
-            gw.log_text()
-                .contains("rate limits: cannot connect to Redis")
-        });
-        let log = gw.log_text();
-        assert!(ok, "{case}: no warning:\n{log}");
+        let log = gw.wait_redis_refused();
         assert!(
             log.contains(says),
             "{case}: the warning does not say {says:?}:\n{log}"

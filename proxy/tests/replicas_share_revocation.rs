@@ -50,6 +50,17 @@ async fn init_status(url: &str, header: (&str, &str)) -> u16 {
         .unwrap_or(0)
 }
 
+/// Log out at the identity service `base` with the refresh token; it must succeed.
+async fn logout(base: &str, refresh: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/auth/logout"))
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("logout: {e}"));
+    assert!(r.status().is_success(), "logout: {}", r.status());
+}
+
 /// Poll until `url` refuses the credential; returns how long that took.
 async fn refused_within(url: &str, header: (&str, &str), limit: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -183,13 +194,7 @@ async fn revocations_reach_the_other_replica_within_a_second() {
     );
 
     // Logout on A ends the access token everywhere.
-    let r = http
-        .post(format!("{base_a}/auth/logout"))
-        .json(&json!({"refresh_token": refresh}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.status().is_success());
+    logout(&base_a, &refresh).await;
     assert_eq!(
         init_status(&a.url(), ("authorization", &bearer)).await,
         401,
@@ -241,13 +246,7 @@ async fn without_redis_a_logout_reaches_the_other_replica_through_the_database()
     let (token, refresh) = login_tokens(&base_a, "hal@example.test").await;
     let bearer = format!("Bearer {token}");
     assert_eq!(init_status(&b.url(), ("authorization", &bearer)).await, 200);
-    let r = reqwest::Client::new()
-        .post(format!("{base_a}/auth/logout"))
-        .json(&json!({"refresh_token": refresh}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.status().is_success());
+    logout(&base_a, &refresh).await;
     assert_eq!(init_status(&a.url(), ("authorization", &bearer)).await, 401);
     let took = refused_within(
         &b.url(),

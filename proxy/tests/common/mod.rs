@@ -187,6 +187,18 @@ impl Gateway {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// Wait (10 s at most) for the rate limiter's `cannot connect to Redis` warning, which
+    /// must come; the log then.
+    pub fn wait_redis_refused(&self) -> String {
+        let warned = wait_until(Duration::from_secs(10), || {
+            self.log_text()
+                .contains("rate limits: cannot connect to Redis")
+        });
+        let log = self.log_text();
+        assert!(warned, "no `cannot connect to Redis` warning:\n{log}");
+        log
+    }
+
     /// Wait until the gateway has its Redis connection (the gauge reads 0).
     pub async fn wait_redis_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
