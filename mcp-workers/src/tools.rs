@@ -8,7 +8,7 @@ use rmcp::{
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
     model::{
         CallToolResult, ContentBlock, Implementation, ProgressNotificationParam,
-        ServerCapabilities, ServerConfig,
+        ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
     },
     service::RequestContext,
     tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler,
@@ -20,6 +20,8 @@ use serde::Deserialize;
 pub const MAX_LARGE_RESULT_BYTES: u64 = 32 * 1024 * 1024;
 /// Largest `n` accepted by `slow_count`.
 pub const MAX_SLOW_COUNT: u32 = 10_000;
+/// Most notifications one `notify` call sends.
+pub const MAX_NOTIFY_TIMES: u32 = 1_000;
 /// Largest per-step delay accepted by `slow_count` (one minute).
 pub const MAX_SLOW_COUNT_DELAY_MS: u64 = 60_000;
 /// Pattern repeated by `large_result`.
@@ -69,6 +71,20 @@ pub struct SlowCountArgs {
     /// Delay before each step, in milliseconds (at most 60000).
     #[serde(default = "default_delay_ms")]
     pub delay_ms: u64,
+}
+
+fn default_times() -> u32 {
+    1
+}
+
+/// Arguments of `notify`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NotifyArgs {
+    /// The text each notification carries (in its `uri`, after `note://`).
+    pub text: String,
+    /// How many notifications to send (at most 1000).
+    #[serde(default = "default_times")]
+    pub times: u32,
 }
 
 /// The tools MCP server. Cheap to clone: one clone serves one session (or
@@ -257,6 +273,32 @@ impl ToolsServer {
     }
 
     #[tool(
+        description = "Send `times` (default 1, at most 1000) notifications/resources/updated with uri \"note://\" followed by the text. They belong to no request, so they travel on the session's standalone GET stream; returns \"sent N\".",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn notify(
+        &self,
+        Parameters(NotifyArgs { text, times }): Parameters<NotifyArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        if times > MAX_NOTIFY_TIMES {
+            return Ok(tool_error(format!(
+                "times must be at most {MAX_NOTIFY_TIMES}, got {times}"
+            )));
+        }
+        for i in 0..times {
+            let param = ResourceUpdatedNotificationParam::new(format!("note://{text}"));
+            if let Err(err) = ctx.peer.notify_resource_updated(param).await {
+                return Ok(tool_error(format!(
+                    "notification {} of {times} failed: {err}",
+                    i + 1
+                )));
+            }
+        }
+        Ok(text_result(format!("sent {times}")))
+    }
+
+    #[tool(
         description = "Report which worker served this call: JSON with `worker` (id), `pid` and `headers` (the incoming HTTP headers named x-mcp-*, authorization, x-api-key, mcp-session-id, host, x-request-id).",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
@@ -288,7 +330,7 @@ impl ServerHandler for ToolsServer {
             .with_instructions(
                 "Test tools for an MCP gateway: arithmetic (add, multiply, divide), text \
                  (upper, reverse, word_count, echo), payload size (large_result), progress \
-                 (slow_count) and whoami to see which worker served a call.",
+                 (slow_count), notify (notifications on the standalone stream) and whoami to see which worker served a call.",
             )
     }
 }

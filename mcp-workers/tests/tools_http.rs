@@ -28,6 +28,7 @@ const EXPECTED_TOOLS: &[&str] = &[
     "echo",
     "large_result",
     "multiply",
+    "notify",
     "reverse",
     "slow_count",
     "upper",

@@ -62,6 +62,8 @@ pub struct Shared {
     pub ratelimit_redis: Option<Arc<crate::ratelimit::redis::RedisLimits>>,
     /// Request records and audit events on their way to the database (`logship`).
     pub logship: Arc<crate::logship::LogShip>,
+    /// HTTP/2 connections to workers for detached GET streams (`gateway::detach`).
+    pub h2c: pingora::connectors::http::v2::Connector,
 }
 
 pub struct IdentityHandle {

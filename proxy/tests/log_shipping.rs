@@ -504,12 +504,25 @@ async fn n_requests_n_rows_sqlite_direct() {
 }
 
 /// A client closing its GET stream is a normal end: the record says `client_closed`, with the
-/// stream's 200 and no JSON-RPC error, and the gateway logs no proxy error for it.
+/// stream's 200 and no JSON-RPC error, and the gateway logs no proxy error for it. Both ways
+/// a stream is carried: Pingora's proxy path, and the detached task of `h2c_streams` pools.
 #[tokio::test]
 async fn a_get_stream_the_client_closes_is_logged_as_client_closed() {
+    for h2c in [false, true] {
+        a_get_stream_the_client_closes(h2c).await;
+    }
+}
+
+async fn a_get_stream_the_client_closes(h2c: bool) {
     let db = SqliteDb::new("logship");
     let setup = Setup::new(db.url(), None);
-    let gw = setup.start().await;
+    std::env::set_var("LOGSHIP_TEST_SECRET", SECRET);
+    let (port, admin) = (free_port(), free_port());
+    let config = setup.config(port, admin).replace(
+        "    balance: round_robin\n",
+        &format!("    balance: round_robin\n    h2c_streams: {h2c}\n"),
+    );
+    let gw = Gateway::start_with(&config, port, admin).await;
     let http = client("alice");
     let sid = raw_session(&http, &gw.url()).await;
     let tag = unique_name("closed");
@@ -529,7 +542,7 @@ async fn a_get_stream_the_client_closes_is_logged_as_client_closed() {
     expect_rows(&db.url(), &tag, 1, Duration::from_secs(30), Some(&gw)).await;
     let p = pool(&db.url()).await;
     let row = sqlx::query(
-        "SELECT http_method, status, error, rpc_error FROM request_logs WHERE request_id = $1",
+        "SELECT http_method, status, error, rpc_error, session_hash, worker FROM request_logs WHERE request_id = $1",
     )
     .bind(format!("{tag}-0"))
     .fetch_one(&p)
@@ -547,6 +560,8 @@ async fn a_get_stream_the_client_closes_is_logged_as_client_closed() {
     assert_eq!(i("status"), Some(200));
     assert_eq!(s("error").as_deref(), Some("client_closed"));
     assert_eq!(i("rpc_error"), None);
+    assert!(s("session_hash").is_some(), "h2c {h2c}");
+    assert!(s("worker").is_some(), "h2c {h2c}");
     p.close().await;
     let log = gw.log_text();
     assert!(!log.contains("Fail to proxy"), "{log}");

@@ -241,13 +241,7 @@ async fn delete_ends_the_session() {
     let gw = Gateway::start(1).await;
     let http = reqwest::Client::new();
     let sid = raw_session(&http, &gw.url()).await;
-    let r = http
-        .delete(gw.url())
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = delete_session(&http, &gw.url(), &sid).await;
     // The worker's empty 202 goes out as 204 (the Python SDK accepts only 200 and 204).
     assert_eq!(r.status(), 204, "DELETE answered {}", r.status());
     assert!(r.headers().get("content-length").is_none());
@@ -281,6 +275,32 @@ async fn stateless_2026_protocol_works() {
     let _ = client.cancel().await;
 }
 
+/// `DELETE` the session `sid`.
+async fn delete_session(http: &reqwest::Client, url: &str, sid: &str) -> reqwest::Response {
+    http.delete(url)
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DELETE: {e}"))
+}
+
+/// Read a streamed answer until it ends (`Ok(Ok(()))`), fails, or `limit` passes (`Err`).
+async fn read_to_end(
+    stream: &mut reqwest::Response,
+    limit: std::time::Duration,
+) -> Result<reqwest::Result<()>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+}
+
 /// The standalone GET stream of a session stays open while quiet, longer than the client
 /// read timeout (1 s here), and is forwarded as SSE.
 #[tokio::test]
@@ -298,15 +318,7 @@ async fn a_quiet_get_stream_stays_open() {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream")));
     // Read whatever the worker sends at once (a priming event), then expect silence, not an end.
-    let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), async {
-        loop {
-            match stream.chunk().await {
-                Ok(Some(_)) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-    })
-    .await;
+    let quiet = read_to_end(&mut stream, std::time::Duration::from_millis(2500)).await;
     assert!(quiet.is_err(), "the stream ended while quiet: {quiet:?}");
 }
 
@@ -373,24 +385,10 @@ async fn get_streams_share_h2c_connections_to_the_worker() {
             assert!(held >= STREAMS, "{held} connections for {STREAMS} streams");
         }
         if h2c {
-            let r = http
-                .delete(gw.url())
-                .header("mcp-session-id", &sids[0])
-                .header("mcp-protocol-version", "2025-06-18")
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let r = delete_session(&http, &gw.url(), &sids[0]).await;
             assert_eq!(r.status(), 204);
             let mut first = streams.swap_remove(0);
-            let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-                loop {
-                    match first.chunk().await {
-                        Ok(Some(_)) => continue,
-                        other => return other.map(|_| ()),
-                    }
-                }
-            })
-            .await;
+            let ended = read_to_end(&mut first, std::time::Duration::from_secs(10)).await;
             assert!(
                 matches!(ended, Ok(Ok(()))),
                 "the deleted session's stream did not end cleanly: {ended:?}"
@@ -402,6 +400,124 @@ async fn get_streams_share_h2c_connections_to_the_worker() {
             assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("5"));
         }
     }
+}
+
+/// The gateway's config with `h2c_streams` set on its pool.
+fn h2c_config(port: u16, admin: u16, h2c: bool, extra: &str) -> String {
+    spawn_pool_config(port, admin, 1, extra).replace(
+        "    balance: round_robin\n",
+        &format!("    balance: round_robin\n    h2c_streams: {h2c}\n"),
+    )
+}
+
+/// Read SSE chunks until `text` was seen `times` times (or 10 s passed); returns the count.
+async fn read_until(stream: &mut reqwest::Response, text: &str, times: usize) -> usize {
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while seen.matches(text).count() < times {
+            match stream.chunk().await {
+                Ok(Some(c)) => seen.push_str(&String::from_utf8_lossy(&c)),
+                _ => return,
+            }
+        }
+    })
+    .await;
+    seen.matches(text).count()
+}
+
+/// On an `h2c_streams` pool the gateway carries GET streams in a task of its own
+/// (`gateway::detach`): what the worker sends on the session's standalone stream reaches the
+/// client, the answer carries the gateway's headers, calls on the session go on meanwhile,
+/// and a DELETE ends the stream cleanly and gets it counted and logged like any request.
+#[tokio::test]
+async fn a_detached_get_stream_carries_the_workers_notifications() {
+    let (port, admin) = (free_port(), free_port());
+    let gw = Gateway::start_with(&h2c_config(port, admin, true, ""), port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
+    assert_eq!(stream.status(), 200);
+    let header = |name: &str| {
+        stream
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert!(header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
+    assert!(header("x-request-id").is_some(), "{:?}", stream.headers());
+    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+    assert_eq!(header("connection").as_deref(), Some("close"));
+    let (status, answer) = raw_call(
+        &http,
+        &gw.url(),
+        &sid,
+        2,
+        "notify",
+        json!({"text": "detached-hello", "times": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("sent 3"));
+    assert_eq!(read_until(&mut stream, "detached-hello", 3).await, 3);
+    // More calls, more notifications: the stream is still live.
+    let (status, _) = raw_call(
+        &http,
+        &gw.url(),
+        &sid,
+        3,
+        "notify",
+        json!({"text": "detached-again"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(read_until(&mut stream, "detached-again", 1).await, 1);
+    let before = gw.metrics().await;
+    let r = delete_session(&http, &gw.url(), &sid).await;
+    assert_eq!(r.status(), 204);
+    let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
+    assert!(matches!(ended, Ok(Ok(()))), "not a clean end: {ended:?}");
+    let get_200 = r#"mcp_gateway_requests_total{method="GET",route="/mcp",status="200"}"#;
+    let count = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(get_200))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count(&before), 0.0, "counted before it ended:\n{before}");
+    let counted = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if count(&gw.metrics().await) == 1.0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "{}", gw.metrics().await);
+}
+
+/// A GET the worker refuses (no session id) gets the worker's own answer, the same through
+/// the detached path as through Pingora's.
+#[tokio::test]
+async fn a_refused_get_gets_the_same_answer_with_and_without_h2c() {
+    let mut answers = Vec::new();
+    for h2c in [false, true] {
+        let (port, admin) = (free_port(), free_port());
+        let gw = Gateway::start_with(&h2c_config(port, admin, h2c, ""), port, admin).await;
+        let r = reqwest::Client::new()
+            .get(gw.url())
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_ne!(status, 200, "h2c {h2c}: {body}");
+        answers.push((status, body));
+    }
+    assert_eq!(answers[0], answers[1]);
 }
 
 /// A worker that speaks only HTTP/1.1, as a remote server without h2c would: `initialize`

@@ -89,6 +89,9 @@ pub struct Ctx {
     pub api_key_id: Option<String>,
     /// Rate-limit state: headers to send, concurrency slots held until the request ends.
     pub rate: crate::ratelimit::Admission,
+    /// The request is a GET stream now carried by its own task (`detach`): Pingora's
+    /// `logging` leaves it alone, the task logs it when the stream ends.
+    pub detached: bool,
 }
 
 impl Ctx {
@@ -112,6 +115,7 @@ impl Ctx {
             list_filter: None,
             api_key_id: None,
             rate: crate::ratelimit::Admission::default(),
+            detached: false,
         }
     }
 

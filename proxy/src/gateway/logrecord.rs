@@ -100,6 +100,49 @@ fn header_text(session: &Session, name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&b[..b.len().min(MAX_HEADER_TEXT)]).into_owned())
 }
 
+/// What a request's record needs from its HTTP exchange, taken from the Pingora session
+/// (or, for a detached GET stream, taken before the session was handed back).
+pub struct RequestView {
+    pub method: http::Method,
+    /// Hash of the client's `Mcp-Session-Id` (never the id itself).
+    pub session_hash: Option<String>,
+    pub user_agent: Option<String>,
+    pub protocol_version: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl RequestView {
+    pub fn of(session: &Session, ctx: &Ctx) -> RequestView {
+        let req = session.req_header();
+        RequestView {
+            method: req.method.clone(),
+            session_hash: req
+                .headers
+                .get(crate::mcp::headers::SESSION_ID)
+                .map(|v| session_hash(v.as_bytes())),
+            user_agent: header_text(session, "user-agent"),
+            protocol_version: header_text(session, crate::mcp::headers::PROTOCOL_VERSION),
+            client_ip: ctx.client_ip(session),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+        }
+    }
+}
+
+/// The first 8 bytes of the SHA-256 of a session id, in hex.
+fn session_hash(id: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha256::digest(id);
+    let mut s = String::with_capacity(16);
+    for b in &d[..8] {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
+}
+
 fn auth_outcome(ctx: &Ctx) -> &'static str {
     match &ctx.refusal {
         Some(
@@ -113,23 +156,9 @@ fn auth_outcome(ctx: &Ctx) -> &'static str {
 }
 
 /// The record of this request. Called once, in `logging`.
-pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
+pub fn build(view: &mut RequestView, ctx: &mut Ctx, status: u16) -> RequestRecord {
     let elapsed = ctx.start.elapsed();
     let route = ctx.routing.route.as_ref();
-    let session_hash = session
-        .req_header()
-        .headers
-        .get(crate::mcp::headers::SESSION_ID)
-        .map(|v| {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let d = Sha256::digest(v.as_bytes());
-            let mut s = String::with_capacity(16);
-            for b in &d[..8] {
-                s.push(char::from(HEX[usize::from(b >> 4)]));
-                s.push(char::from(HEX[usize::from(b & 15)]));
-            }
-            s
-        });
     let rpc_method = ctx.rpc_method().map(str::to_owned);
     RequestRecord {
         // Empty only when Pingora ended the request before `request_filter` ran.
@@ -140,12 +169,12 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
         at: record::now_ms() - elapsed.as_millis() as i64,
         user_id: ctx.identity.as_ref().map(|i| i.subject.clone()),
         api_key_id: ctx.api_key_id.clone(),
-        client_ip: ctx.client_ip(session).map(|a| a.to_string()),
-        user_agent: header_text(session, "user-agent"),
+        client_ip: view.client_ip.map(|a| a.to_string()),
+        user_agent: view.user_agent.take(),
         route: route.map(|r| r.path.clone()),
         pool: route.map(|r| r.pool.name.clone()),
         worker: ctx.routing.guard.as_ref().map(|g| g.worker().id.clone()),
-        http_method: match session.req_header().method.as_str() {
+        http_method: match view.method.as_str() {
             "POST" => Cow::Borrowed("POST"),
             "GET" => Cow::Borrowed("GET"),
             "DELETE" => Cow::Borrowed("DELETE"),
@@ -157,8 +186,8 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
             None
         },
         rpc_method,
-        session_hash,
-        protocol_version: header_text(session, crate::mcp::headers::PROTOCOL_VERSION),
+        session_hash: view.session_hash.take(),
+        protocol_version: view.protocol_version.take(),
         status,
         rpc_error: ctx
             .refusal
@@ -167,8 +196,8 @@ pub fn build(session: &Session, ctx: &mut Ctx, status: u16) -> RequestRecord {
             .or(ctx.log.rpc_error),
         latency_us: elapsed.as_micros() as i64,
         upstream_us: ctx.log.upstream_micros.map(|u| u as i64),
-        bytes_in: session.body_bytes_read() as i64,
-        bytes_out: session.body_bytes_sent() as i64,
+        bytes_in: view.bytes_in as i64,
+        bytes_out: view.bytes_out as i64,
         rate_limit: ctx.log.rate_limit.map(Cow::Borrowed),
         auth: Cow::Borrowed(auth_outcome(ctx)),
         error: match &ctx.refusal {

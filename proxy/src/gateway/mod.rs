@@ -5,6 +5,7 @@ mod body;
 mod capture;
 pub mod client_ip;
 pub mod ctx;
+mod detach;
 mod limits;
 mod listfilter;
 mod logrecord;
@@ -73,6 +74,9 @@ impl ProxyHttp for Gateway {
             Err(e) => Err(e),
         };
         match admitted {
+            Ok(()) if detach::wants(session, ctx) => {
+                detach::serve(&self.shared, session, ctx).await
+            }
             Ok(()) => Ok(false),
             Err(err) => {
                 let www = steps::resource_metadata_url(ctx);
@@ -230,57 +234,80 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.detached {
+            // The stream's own task logs it when it ends (`detach`).
+            return;
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.refusal.as_ref().map(GatewayError::http_status))
             .unwrap_or(0);
-        logrecord::metrics(&self.shared, ctx);
-        if self.shared.logship.enabled() {
-            let record = logrecord::build(session, ctx, status);
-            self.shared.logship.record(record);
-        }
-        let route = ctx
-            .routing
-            .route
-            .as_ref()
-            .map(|r| r.path.as_str())
-            .unwrap_or("-");
-        let method = if ctx.body.parsed.is_some() {
-            match ctx.rpc_method() {
-                Some("batch") => "batch",
-                m => method_label(m),
-            }
-        } else {
-            session.req_header().method.as_str()
-        };
-        let m = &self.shared.metrics;
-        let status_text = crate::admin::metrics::status_label(status);
-        m.requests
-            .with_label_values(&[route, method, status_text.as_ref()])
-            .inc();
-        m.duration
-            .with_label_values(&[route])
-            .observe(ctx.start.elapsed().as_secs_f64());
-        if let Some(r) = &ctx.refusal {
-            m.refusals.with_label_values(&[r.kind()]).inc();
-            steps::audit_denial(&self.shared, session, ctx, r);
-        }
-        tracing::debug!(
-            route,
-            method,
+        let mut view = logrecord::RequestView::of(session, ctx);
+        finish_request(
+            &self.shared,
+            ctx,
+            &mut view,
             status,
-            error = e.map(|e| e.to_string()),
-            micros = ctx.start.elapsed().as_micros() as u64,
-            "request"
+            e.map(|e| e.to_string()),
         );
-        // Last: shutdown waits for this count to reach zero before it flushes the log queue,
-        // so the record above is already queued.
-        if ctx.call_counted {
-            self.shared.calls_inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The end of every request: metrics, the log record, the audit trail, the in-flight counts.
+/// Called by `logging`, or by a detached stream's task when the stream ends.
+pub(crate) fn finish_request(
+    shared: &Shared,
+    ctx: &mut Ctx,
+    view: &mut logrecord::RequestView,
+    status: u16,
+    error: Option<String>,
+) {
+    logrecord::metrics(shared, ctx);
+    if shared.logship.enabled() {
+        let record = logrecord::build(view, ctx, status);
+        shared.logship.record(record);
+    }
+    let route = ctx
+        .routing
+        .route
+        .as_ref()
+        .map(|r| r.path.as_str())
+        .unwrap_or("-");
+    let method = if ctx.body.parsed.is_some() {
+        match ctx.rpc_method() {
+            Some("batch") => "batch",
+            m => method_label(m),
         }
-        if ctx.counted {
-            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-        }
+    } else {
+        view.method.as_str()
+    };
+    let m = &shared.metrics;
+    let status_text = crate::admin::metrics::status_label(status);
+    m.requests
+        .with_label_values(&[route, method, status_text.as_ref()])
+        .inc();
+    m.duration
+        .with_label_values(&[route])
+        .observe(ctx.start.elapsed().as_secs_f64());
+    if let Some(r) = &ctx.refusal {
+        m.refusals.with_label_values(&[r.kind()]).inc();
+        steps::audit_denial(shared, view.client_ip, ctx, r);
+    }
+    tracing::debug!(
+        route,
+        method,
+        status,
+        error,
+        micros = ctx.start.elapsed().as_micros() as u64,
+        "request"
+    );
+    // Last: shutdown waits for this count to reach zero before it flushes the log queue,
+    // so the record above is already queued.
+    if ctx.call_counted {
+        shared.calls_inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+    if ctx.counted {
+        shared.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }

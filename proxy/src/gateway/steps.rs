@@ -283,6 +283,18 @@ pub fn connect_failed(shared: &Shared, ctx: &mut Ctx) -> bool {
     ctx.routing.tried.len() < route.pool.workers.len()
 }
 
+/// The worker could not be reached at all (nothing was sent to it).
+pub fn is_connect_error(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::ConnectProxyFailure
+    )
+}
+
 /// `fail_to_proxy`, passive health: a worker that stayed silent past `read_timeout`, answered
 /// something that is not HTTP, or broke its answer off counts one failure, like a failed
 /// health check; after `health.unhealthy_after` of them it gets no traffic until a health
@@ -291,14 +303,7 @@ pub fn upstream_failed(ctx: &Ctx, e: &Error) {
     if e.esource() != &ErrorSource::Upstream || ctx.refusal.is_some() {
         return;
     }
-    if matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::ConnectProxyFailure
-    ) {
+    if is_connect_error(e) {
         return;
     }
     let (Some(route), Some(guard)) = (&ctx.routing.route, &ctx.routing.guard) else {
@@ -509,7 +514,12 @@ pub fn classify_failure(e: &Error, ctx: &Ctx) -> GatewayError {
 }
 
 /// An authenticated caller refused for lack of rights goes to the audit trail.
-pub fn audit_denial(shared: &Shared, session: &Session, ctx: &Ctx, refusal: &GatewayError) {
+pub fn audit_denial(
+    shared: &Shared,
+    client_ip: Option<std::net::IpAddr>,
+    ctx: &Ctx,
+    refusal: &GatewayError,
+) {
     let what = match refusal {
         GatewayError::ToolDenied(tool) => {
             serde_json::json!({ "reason": "tool_denied", "tool": tool })
@@ -525,7 +535,7 @@ pub fn audit_denial(shared: &Shared, session: &Session, ctx: &Ctx, refusal: &Gat
     let mut detail = what;
     detail["route"] = serde_json::json!(ctx.routing.route.as_ref().map(|r| r.path.clone()));
     detail["issuer"] = serde_json::json!(id.issuer);
-    let ip = ctx.client_ip(session).map(|a| a.to_string());
+    let ip = client_ip.map(|a| a.to_string());
     handle
         .provider
         .audit("call_denied", Some(&id.subject), ip, detail);

@@ -1,0 +1,374 @@
+//! GET streams to `h2c_streams` pools, carried by a small task of their own instead of
+//! Pingora's per-request machinery (docs/decisions.md, "Detached GET streams").
+//!
+//! A standalone SSE stream is mostly idle for its whole life. Through Pingora's proxy path
+//! each one keeps the connection's boxed proxy future, the request and response state and
+//! the header buffers alive (about 28 KiB per stream, docs/benchmarks.md). Here the gateway
+//! does everything up to the worker's response header in `request_filter` (same checks,
+//! same routing, same headers as any request), writes the header to the client, then hands
+//! the client's socket and the worker's HTTP/2 stream to a task that only copies events and
+//! watches both ends. Pingora's session gets a spent stand-in and ends at once.
+//!
+//! Only HTTP/1.1 clients are detached (an HTTP/2 client's stream is one of many on its
+//! connection, which Pingora keeps serving). Anything that is not a `200` event stream
+//! (a refusal of the worker, an error) is answered through the Pingora session as usual.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::connectors::http::v2::Connector;
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::protocols::http::client::HttpSession as ClientSession;
+use pingora::protocols::http::v2::client::Http2Session;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::Peer;
+use pingora::{Error, ErrorType, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::ctx::Ctx;
+use super::logrecord::{self, RequestView};
+use super::{capture, limits, respond, steps};
+use crate::mcp::errors::GatewayError;
+use crate::runtime::Shared;
+
+/// Largest non-stream answer (a worker refusing the GET) read whole before it is passed on.
+const MAX_PLAIN_ANSWER: usize = 1 << 20;
+
+/// Headers that belong to one hop of HTTP/1.1 and must not travel in an HTTP/2 request.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+/// Whether this admitted request is a GET stream the gateway carries itself.
+pub fn wants(session: &Session, ctx: &Ctx) -> bool {
+    let req = session.req_header();
+    req.method == http::Method::GET
+        && req.version == http::Version::HTTP_11
+        && matches!(*session.downstream_session, ServerSession::H1(_))
+        && ctx
+            .routing
+            .route
+            .as_ref()
+            .is_some_and(|r| r.pool.config.h2c_streams)
+}
+
+/// `request_filter` for a GET stream on an `h2c_streams` pool. Always answers the request
+/// (`Ok(true)`): with the stream, handed to its own task, or with an error.
+pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    let (h2, peer) = match open(shared, session, ctx).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            respond::refuse(session, &err, None, true, None).await;
+            ctx.refusal = Some(err);
+            return Ok(true);
+        }
+    };
+    let Some(upstream) = h2.response_header() else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no response header",
+        ));
+    };
+    let mut resp = upstream.clone();
+    resp.set_version(http::Version::HTTP_11);
+    logrecord::on_response_header(&mut resp, ctx)?;
+    steps::rewrite_response(&mut resp, ctx, false)?;
+    limits::add_headers(&mut resp, ctx)?;
+    let is_stream = resp.status == http::StatusCode::OK
+        && resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_stream {
+        pass_plain_answer(shared, session, ctx, h2, &peer, resp).await?;
+        return Ok(true);
+    }
+    // The connection ends with the stream: say so, so that no client reuses it.
+    session.set_keepalive(None);
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    session.write_response_header(Box::new(resp), false).await?;
+
+    let mut view = RequestView::of(session, ctx);
+    view.bytes_out = 0;
+    let spent = spent_session().await?;
+    let ServerSession::H1(h1) = std::mem::replace(&mut *session.downstream_session, spent) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "detached a non-HTTP/1.1 session",
+        ));
+    };
+    let client = h1.into_inner();
+    let mut owned = std::mem::take(ctx);
+    ctx.detached = true;
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let status = 200;
+        let error = pump(&shared, &mut owned, &mut view, client, h2, &peer).await;
+        super::finish_request(&shared, &mut owned, &mut view, status, error);
+    });
+    Ok(true)
+}
+
+/// Route, connect (trying another worker after a connect failure when the session allows
+/// it), send the request and read the worker's response header.
+async fn open(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<(Http2Session, Box<HttpPeer>), GatewayError> {
+    loop {
+        let peer = steps::choose_peer(ctx, true)?;
+        let mut h2 = match open_stream(&shared.h2c, &peer).await {
+            Ok(h2) => h2,
+            Err(e) => {
+                let e = e.into_up();
+                if steps::is_connect_error(&e) {
+                    if steps::connect_failed(shared, ctx) {
+                        continue;
+                    }
+                    let err = ctx.refusal.take();
+                    return Err(err.unwrap_or_else(|| steps::classify_failure(&e, ctx)));
+                }
+                steps::upstream_failed(ctx, &e);
+                return Err(steps::classify_failure(&e, ctx));
+            }
+        };
+        let request = upstream_request(session, ctx, &peer)
+            .map_err(|_| GatewayError::InvalidRequest("malformed request".into()))?;
+        ctx.log.upstream_start = Some(std::time::Instant::now());
+        h2.read_timeout = peer.options.read_timeout;
+        h2.write_timeout = peer.options.write_timeout;
+        let sent = match h2.write_request_header(Box::new(request), true) {
+            Ok(()) => h2.read_response_header().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            let e = e.into_up();
+            shared
+                .h2c
+                .release_http_session(h2, &*peer, peer.options.idle_timeout);
+            steps::upstream_failed(ctx, &e);
+            return Err(steps::classify_failure(&e, ctx));
+        }
+        return Ok((h2, peer));
+    }
+}
+
+/// A stream on an HTTP/2 connection to the worker: a free one of an existing connection,
+/// or a new connection (prior knowledge, no TLS).
+async fn open_stream(connector: &Connector, peer: &HttpPeer) -> Result<Http2Session> {
+    if let Some(h2) = connector.reused_http_session(peer).await? {
+        return Ok(h2);
+    }
+    match connector.new_http_session::<HttpPeer, ()>(peer).await? {
+        ClientSession::H2(h2) => Ok(h2),
+        _ => Error::e_explain(ErrorType::InvalidH2, "the worker did not answer in HTTP/2"),
+    }
+}
+
+/// The client's request as the worker gets it: the same rewriting as every proxied request
+/// (`rewrite_upstream_request`), in HTTP/2 form.
+fn upstream_request(
+    session: &Session,
+    ctx: &Ctx,
+    peer: &HttpPeer,
+) -> Result<pingora::http::RequestHeader> {
+    let mut up = session.req_header().clone();
+    steps::rewrite_upstream_request(session, &mut up, ctx)?;
+    for name in HOP_BY_HOP {
+        up.remove_header(*name);
+    }
+    let host = up.remove_header(&http::header::HOST);
+    let authority = match &host {
+        Some(h) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
+        None => peer.address().to_string(),
+    };
+    let path = up
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
+    up.set_uri(uri);
+    up.set_version(http::Version::HTTP_2);
+    Ok(up)
+}
+
+/// A worker's answer that is not an event stream (a 4xx for an unknown session, say): read
+/// whole and answered through the Pingora session, logged by Pingora's `logging` as usual.
+async fn pass_plain_answer(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut h2: Http2Session,
+    peer: &HttpPeer,
+    mut resp: ResponseHeader,
+) -> Result<()> {
+    let mut body = Vec::new();
+    let complete = loop {
+        match h2.read_response_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_PLAIN_ANSWER {
+                    break false;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break true,
+            Err(e) => {
+                let e = e.into_up();
+                steps::upstream_failed(ctx, &e);
+                break false;
+            }
+        }
+    };
+    if !complete {
+        let err = GatewayError::UpstreamFailed;
+        respond::refuse(session, &err, None, true, None).await;
+        ctx.refusal = Some(err);
+        return Ok(());
+    }
+    logrecord::scan_first_chunk(Some(&body), ctx);
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    shared
+        .h2c
+        .release_http_session(h2, peer, peer.options.idle_timeout);
+    Ok(())
+}
+
+/// What Pingora's session holds once the real connection is taken: a parsed request on an
+/// in-memory stream, not kept alive, so Pingora ends it without touching the client.
+async fn spent_session() -> Result<ServerSession> {
+    let io = std::io::Cursor::new(b"GET / HTTP/1.1\r\nhost: detached\r\n\r\n".to_vec());
+    let mut spent = ServerSession::new_http1(Box::new(io));
+    spent.read_request().await?;
+    spent.set_keepalive(None);
+    Ok(spent)
+}
+
+/// Copy the worker's events to the client until either side ends. Returns the error text
+/// for the record, if any; the outcome is in `ctx` (`client_closed`, `refusal`).
+async fn pump(
+    shared: &Shared,
+    ctx: &mut Ctx,
+    view: &mut RequestView,
+    mut client: Stream,
+    mut h2: Http2Session,
+    peer: &HttpPeer,
+) -> Option<String> {
+    let write_limit = ctx
+        .routing
+        .runtime
+        .as_ref()
+        .map(|rt| rt.config.limits.client_write_timeout)
+        .unwrap_or(Duration::from_secs(30));
+    let log_bodies = ctx
+        .routing
+        .route
+        .as_ref()
+        .and_then(|r| r.log_bodies.clone());
+    let mut frame = Vec::new();
+    let mut probe = [0u8; 1];
+    // The response header may still sit in the connection's write buffer.
+    if send(&mut client, &[], write_limit).await.is_err() {
+        ctx.log.client_closed = true;
+        return None;
+    }
+    let mut error = None;
+    loop {
+        tokio::select! {
+            chunk = h2.read_response_body() => match chunk {
+                Ok(Some(data)) => {
+                    if !ctx.log.scanned {
+                        logrecord::scan_first_chunk(Some(&data), ctx);
+                    }
+                    if let Some(cfg) = &log_bodies {
+                        let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
+                        capture::hold(buf, &mut ctx.log.response_cut, &data, cfg);
+                    }
+                    if data.is_empty() {
+                        continue;
+                    }
+                    frame.clear();
+                    let _ = write!(frame, "{:x}\r\n", data.len());
+                    frame.extend_from_slice(&data);
+                    frame.extend_from_slice(b"\r\n");
+                    match send(&mut client, &frame, write_limit).await {
+                        Ok(()) => view.bytes_out += data.len() as u64,
+                        Err(slow) => {
+                            if slow {
+                                let err = GatewayError::InvalidRequest("the client was too slow".into());
+                                error = Some(err.to_string());
+                                ctx.refusal = Some(err);
+                            } else {
+                                ctx.log.client_closed = true;
+                            }
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // The worker ended the stream (the session was deleted, say).
+                    if send(&mut client, b"0\r\n\r\n", write_limit).await.is_err() {
+                        ctx.log.client_closed = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let e = e.into_up();
+                    steps::upstream_failed(ctx, &e);
+                    error = Some(e.to_string());
+                    ctx.refusal = Some(steps::classify_failure(&e, ctx));
+                    break;
+                }
+            },
+            read = client.read(&mut probe) => {
+                // A client sends nothing after a GET; end of input or anything else ends it.
+                let _ = read;
+                ctx.log.client_closed = true;
+                break;
+            }
+        }
+    }
+    // Releasing an unfinished HTTP/2 stream resets it: the worker sees the client leave.
+    // The connection goes back to the pool either way (unless it broke).
+    shared
+        .h2c
+        .release_http_session(h2, peer, peer.options.idle_timeout);
+    let _ = tokio::time::timeout(write_limit, client.shutdown()).await;
+    error
+}
+
+/// Write `bytes` and flush. `Err(true)` when the client did not take them in time,
+/// `Err(false)` when its connection is gone.
+async fn send(client: &mut Stream, bytes: &[u8], limit: Duration) -> Result<(), bool> {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
