@@ -13,8 +13,11 @@
 //! connection, which Pingora keeps serving). Anything that is not a `200` event stream
 //! (a refusal of the worker, an error) is answered through the Pingora session as usual.
 
+use std::future::Future;
 use std::io::Write as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +31,7 @@ use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use super::ctx::Ctx;
 use super::logrecord::{self, RequestView};
@@ -112,11 +115,25 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
     let mut owned = std::mem::take(ctx);
     ctx.detached = true;
     let shared = shared.clone();
-    tokio::spawn(async move {
-        let status = 200;
-        let error = pump(&shared, &mut owned, &mut view, client, h2, &peer).await;
-        super::finish_request(&shared, &mut owned, &mut view, status, error);
-    });
+    let peer = PooledPeer::of(&peer);
+    let task = async move {
+        let (mut client, mut h2) = (client, h2);
+        let write_limit = owned
+            .routing
+            .runtime
+            .as_ref()
+            .map(|rt| rt.config.limits.client_write_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        let error = pump(&mut owned, &mut view, &mut client, &mut h2, write_limit).await;
+        // Releasing an unfinished HTTP/2 stream resets it: the worker sees the client leave.
+        // The connection goes back to the pool either way (unless it broke).
+        shared
+            .h2c
+            .release_http_session(h2, &peer, Some(peer.idle_timeout));
+        let _ = tokio::time::timeout(write_limit, client.shutdown()).await;
+        super::finish_request(&shared, &mut owned, &mut view, 200, error);
+    };
+    tokio::spawn(task);
     Ok(true)
 }
 
@@ -178,27 +195,38 @@ async fn open_stream(connector: &Connector, peer: &HttpPeer) -> Result<Http2Sess
 }
 
 /// The client's request as the worker gets it: the same rewriting as every proxied request
-/// (`rewrite_upstream_request`), in HTTP/2 form.
+/// (`rewrite_upstream_request`), in HTTP/2 form. The HTTP/2 stream holds it for its whole
+/// life, so it is a compact copy: no case-preserving name map, and values copied out of the
+/// client's read buffer (a value sharing that buffer would keep all 4 KiB of it alive).
 fn upstream_request(
     session: &Session,
     ctx: &Ctx,
     peer: &HttpPeer,
 ) -> Result<pingora::http::RequestHeader> {
-    let mut up = session.req_header().clone();
-    steps::rewrite_upstream_request(session, &mut up, ctx)?;
-    for name in HOP_BY_HOP {
-        up.remove_header(*name);
-    }
-    let host = up.remove_header(&http::header::HOST);
-    let authority = match &host {
+    let mut rewritten = session.req_header().clone();
+    steps::rewrite_upstream_request(session, &mut rewritten, ctx)?;
+    let authority = match rewritten.headers.get(http::header::HOST) {
         Some(h) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
         None => peer.address().to_string(),
     };
-    let path = up
+    let path = rewritten
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut up = pingora::http::RequestHeader::build_no_case(
+        http::Method::GET,
+        path.as_bytes(),
+        Some(rewritten.headers.len()),
+    )?;
+    for (name, value) in rewritten.headers.iter() {
+        if name == http::header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        let copied = http::HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "header value", e))?;
+        up.append_header(name.clone(), copied)?;
+    }
     let uri = http::Uri::builder()
         .scheme("http")
         .authority(authority)
@@ -266,97 +294,172 @@ async fn spent_session() -> Result<ServerSession> {
     Ok(spent)
 }
 
+/// What the worker's stream and the client's connection can do next while a stream is idle.
+enum Event {
+    Data(Bytes),
+    /// The worker ended the stream.
+    End,
+    Upstream(Box<Error>),
+    /// The client closed its connection (or sent something, which a GET stream never does).
+    ClientGone,
+    /// `read_timeout` passed without an event from the worker.
+    Idle,
+}
+
+/// Wait for the next [`Event`]. A plain poll function instead of `select!` over futures, so a
+/// waiting stream's task holds little more than its three borrows.
+fn next_event(
+    cx: &mut Context<'_>,
+    h2: &mut Http2Session,
+    client: &mut Stream,
+    idle: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) -> Poll<Event> {
+    match h2.poll_read_response_body(cx) {
+        Poll::Ready(Some(Ok(data))) => return Poll::Ready(Event::Data(data)),
+        Poll::Ready(Some(Err(e))) => {
+            let e = Error::because(ErrorType::ReadError, "while reading the worker's stream", e);
+            return Poll::Ready(Event::Upstream(e.into_up()));
+        }
+        Poll::Ready(None) => return Poll::Ready(Event::End),
+        Poll::Pending => {}
+    }
+    let mut probe = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut probe);
+    if Pin::new(&mut *client).poll_read(cx, &mut buf).is_ready() {
+        return Poll::Ready(Event::ClientGone);
+    }
+    if let Some(sleep) = idle {
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Idle);
+        }
+    }
+    Poll::Pending
+}
+
 /// Copy the worker's events to the client until either side ends. Returns the error text
 /// for the record, if any; the outcome is in `ctx` (`client_closed`, `refusal`).
 async fn pump(
-    shared: &Shared,
     ctx: &mut Ctx,
     view: &mut RequestView,
-    mut client: Stream,
-    mut h2: Http2Session,
-    peer: &HttpPeer,
+    client: &mut Stream,
+    h2: &mut Http2Session,
+    write_limit: Duration,
 ) -> Option<String> {
-    let write_limit = ctx
-        .routing
-        .runtime
-        .as_ref()
-        .map(|rt| rt.config.limits.client_write_timeout)
-        .unwrap_or(Duration::from_secs(30));
-    let log_bodies = ctx
-        .routing
-        .route
-        .as_ref()
-        .and_then(|r| r.log_bodies.clone());
-    let mut frame = Vec::new();
-    let mut probe = [0u8; 1];
+    let read_timeout = h2.read_timeout;
+    let mut idle = read_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
     // The response header may still sit in the connection's write buffer.
-    if send(&mut client, &[], write_limit).await.is_err() {
+    if send(client, &[], write_limit).await.is_err() {
         ctx.log.client_closed = true;
         return None;
     }
     let mut error = None;
     loop {
-        tokio::select! {
-            chunk = h2.read_response_body() => match chunk {
-                Ok(Some(data)) => {
-                    if !ctx.log.scanned {
-                        logrecord::scan_first_chunk(Some(&data), ctx);
-                    }
-                    if let Some(cfg) = &log_bodies {
-                        let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
-                        capture::hold(buf, &mut ctx.log.response_cut, &data, cfg);
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    frame.clear();
-                    let _ = write!(frame, "{:x}\r\n", data.len());
-                    frame.extend_from_slice(&data);
-                    frame.extend_from_slice(b"\r\n");
-                    match send(&mut client, &frame, write_limit).await {
-                        Ok(()) => view.bytes_out += data.len() as u64,
-                        Err(slow) => {
-                            if slow {
-                                let err = GatewayError::InvalidRequest("the client was too slow".into());
-                                error = Some(err.to_string());
-                                ctx.refusal = Some(err);
-                            } else {
-                                ctx.log.client_closed = true;
-                            }
-                            break;
-                        }
-                    }
+        let event = std::future::poll_fn(|cx| next_event(cx, h2, client, &mut idle)).await;
+        match event {
+            Event::Data(data) => {
+                if let (Some(sleep), Some(t)) = (idle.as_mut(), read_timeout) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + t);
                 }
-                Ok(None) => {
-                    // The worker ended the stream (the session was deleted, say).
-                    if send(&mut client, b"0\r\n\r\n", write_limit).await.is_err() {
+                if !ctx.log.scanned {
+                    logrecord::scan_first_chunk(Some(&data), ctx);
+                }
+                if let Some(cfg) = ctx
+                    .routing
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.log_bodies.as_ref())
+                {
+                    let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
+                    capture::hold(buf, &mut ctx.log.response_cut, &data, cfg);
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let mut frame = Vec::with_capacity(data.len() + 12);
+                let _ = write!(frame, "{:x}\r\n", data.len());
+                frame.extend_from_slice(&data);
+                frame.extend_from_slice(b"\r\n");
+                match send(client, &frame, write_limit).await {
+                    Ok(()) => view.bytes_out += data.len() as u64,
+                    Err(true) => {
+                        let err = GatewayError::InvalidRequest("the client was too slow".into());
+                        error = Some(err.to_string());
+                        ctx.refusal = Some(err);
+                        break;
+                    }
+                    Err(false) => {
                         ctx.log.client_closed = true;
+                        break;
                     }
-                    break;
                 }
-                Err(e) => {
-                    let e = e.into_up();
-                    steps::upstream_failed(ctx, &e);
-                    error = Some(e.to_string());
-                    ctx.refusal = Some(steps::classify_failure(&e, ctx));
-                    break;
+            }
+            Event::End => {
+                // The worker ended the stream (the session was deleted, say).
+                if send(client, b"0\r\n\r\n", write_limit).await.is_err() {
+                    ctx.log.client_closed = true;
                 }
-            },
-            read = client.read(&mut probe) => {
-                // A client sends nothing after a GET; end of input or anything else ends it.
-                let _ = read;
+                break;
+            }
+            Event::Upstream(e) => {
+                steps::upstream_failed(ctx, &e);
+                error = Some(e.to_string());
+                ctx.refusal = Some(steps::classify_failure(&e, ctx));
+                break;
+            }
+            Event::Idle => {
+                let e = Error::explain(ErrorType::ReadTimedout, "worker stream idle").into_up();
+                steps::upstream_failed(ctx, &e);
+                error = Some(e.to_string());
+                ctx.refusal = Some(steps::classify_failure(&e, ctx));
+                break;
+            }
+            Event::ClientGone => {
                 ctx.log.client_closed = true;
                 break;
             }
         }
     }
-    // Releasing an unfinished HTTP/2 stream resets it: the worker sees the client leave.
-    // The connection goes back to the pool either way (unless it broke).
-    shared
-        .h2c
-        .release_http_session(h2, peer, peer.options.idle_timeout);
-    let _ = tokio::time::timeout(write_limit, client.shutdown()).await;
     error
+}
+
+/// What releasing a stream to the connector needs of its peer (the pool key), kept instead
+/// of the whole `HttpPeer` (0.7 KiB) for the stream's life.
+#[derive(Clone)]
+struct PooledPeer {
+    addr: pingora::protocols::l4::socket::SocketAddr,
+    reuse_hash: u64,
+    idle_timeout: Duration,
+}
+
+impl PooledPeer {
+    fn of(peer: &HttpPeer) -> PooledPeer {
+        PooledPeer {
+            addr: peer.address().clone(),
+            reuse_hash: peer.reuse_hash(),
+            idle_timeout: peer.options.idle_timeout.unwrap_or(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl std::fmt::Display for PooledPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+impl Peer for PooledPeer {
+    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
+        &self.addr
+    }
+    fn tls(&self) -> bool {
+        false
+    }
+    fn sni(&self) -> &str {
+        ""
+    }
+    fn reuse_hash(&self) -> u64 {
+        self.reuse_hash
+    }
 }
 
 /// Write `bytes` and flush. `Err(true)` when the client did not take them in time,
