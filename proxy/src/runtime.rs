@@ -63,7 +63,7 @@ pub struct Shared {
     /// Request records and audit events on their way to the database (`logship`).
     pub logship: Arc<crate::logship::LogShip>,
     /// HTTP/2 connections to workers for detached GET streams (`gateway::detach`).
-    pub h2c: pingora::connectors::http::v2::Connector,
+    pub h2c: crate::routing::h2c::H2cPool,
 }
 
 pub struct IdentityHandle {

@@ -173,7 +173,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         calls_inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         identity: arc_swap::ArcSwapOption::empty(),
-        h2c: pingora::connectors::http::v2::Connector::new(None),
+        h2c: crate::routing::h2c::H2cPool::new(),
     });
     let control = ControlPlane::start(shared.clone(), admin).map_err(StartError::Control)?;
 

@@ -21,11 +21,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::connectors::http::v2::Connector;
+use h2::RecvStream;
 use pingora::http::ResponseHeader;
-use pingora::prelude::HttpPeer;
-use pingora::protocols::http::client::HttpSession as ClientSession;
-use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
@@ -37,6 +34,7 @@ use super::ctx::Ctx;
 use super::logrecord::{self, RequestView};
 use super::{capture, limits, respond, steps};
 use crate::mcp::errors::GatewayError;
+use crate::routing::h2c::{Opened, Target};
 use crate::runtime::Shared;
 
 /// Largest non-stream answer (a worker refusing the GET) read whole before it is passed on.
@@ -68,7 +66,7 @@ pub fn wants(session: &Session, ctx: &Ctx) -> bool {
 /// `request_filter` for a GET stream on an `h2c_streams` pool. Always answers the request
 /// (`Ok(true)`): with the stream, handed to its own task, or with an error.
 pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-    let (h2, peer) = match open(shared, session, ctx).await {
+    let (opened, read_timeout) = match open(shared, session, ctx).await {
         Ok(opened) => opened,
         Err(err) => {
             respond::refuse(session, &err, None, true, None).await;
@@ -76,13 +74,8 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             return Ok(true);
         }
     };
-    let Some(upstream) = h2.response_header() else {
-        return Err(Error::explain(
-            ErrorType::InternalError,
-            "no response header",
-        ));
-    };
-    let mut resp = upstream.clone();
+    let Opened { head, body, slot } = opened;
+    let mut resp = ResponseHeader::from(head);
     resp.set_version(http::Version::HTTP_11);
     logrecord::on_response_header(&mut resp, ctx)?;
     steps::rewrite_response(&mut resp, ctx, false)?;
@@ -93,7 +86,8 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if !is_stream {
-        pass_plain_answer(shared, session, ctx, h2, &peer, resp).await?;
+        pass_plain_answer(session, ctx, body, resp).await?;
+        drop(slot);
         return Ok(true);
     }
     // The connection ends with the stream: say so, so that no client reuses it.
@@ -115,21 +109,26 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
     let mut owned = std::mem::take(ctx);
     ctx.detached = true;
     let shared = shared.clone();
-    let peer = PooledPeer::of(&peer);
     let task = async move {
-        let (mut client, mut h2) = (client, h2);
+        let (mut client, mut body) = (client, body);
         let write_limit = owned
             .routing
             .runtime
             .as_ref()
             .map(|rt| rt.config.limits.client_write_timeout)
             .unwrap_or(Duration::from_secs(30));
-        let error = pump(&mut owned, &mut view, &mut client, &mut h2, write_limit).await;
-        // Releasing an unfinished HTTP/2 stream resets it: the worker sees the client leave.
-        // The connection goes back to the pool either way (unless it broke).
-        shared
-            .h2c
-            .release_http_session(h2, &peer, Some(peer.idle_timeout));
+        let error = pump(
+            &mut owned,
+            &mut view,
+            &mut client,
+            &mut body,
+            read_timeout,
+            write_limit,
+        )
+        .await;
+        // Dropping an unfinished stream resets it: the worker sees the client leave.
+        drop(body);
+        drop(slot);
         let _ = tokio::time::timeout(write_limit, client.shutdown()).await;
         super::finish_request(&shared, &mut owned, &mut view, 200, error);
     };
@@ -138,129 +137,109 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
 }
 
 /// Route, connect (trying another worker after a connect failure when the session allows
-/// it), send the request and read the worker's response header.
+/// it), send the request and read the worker's response header. Also returns the pool's
+/// `read_timeout`, which bounds the stream's silences too.
 async fn open(
     shared: &Shared,
     session: &Session,
     ctx: &mut Ctx,
-) -> Result<(Http2Session, Box<HttpPeer>), GatewayError> {
+) -> Result<(Opened, Option<Duration>), GatewayError> {
     loop {
         let peer = steps::choose_peer(ctx, true)?;
-        let mut h2 = match open_stream(&shared.h2c, &peer).await {
-            Ok(h2) => h2,
-            Err(e) => {
-                let e = e.into_up();
-                if steps::is_connect_error(&e) {
-                    if steps::connect_failed(shared, ctx) {
-                        continue;
-                    }
-                    let err = ctx.refusal.take();
-                    return Err(err.unwrap_or_else(|| steps::classify_failure(&e, ctx)));
+        let Some(addr) = peer.address().as_inet().copied() else {
+            return Err(GatewayError::Internal);
+        };
+        let target = Target {
+            addr,
+            connect_timeout: peer
+                .options
+                .connection_timeout
+                .unwrap_or(Duration::from_secs(5)),
+            read_timeout: peer.options.read_timeout,
+            idle_timeout: peer.options.idle_timeout.unwrap_or(Duration::from_secs(60)),
+            max_streams: peer.options.max_h2_streams,
+        };
+        let request = upstream_request(session, ctx, &addr)
+            .map_err(|_| GatewayError::InvalidRequest("malformed request".into()))?;
+        ctx.log.upstream_start = Some(std::time::Instant::now());
+        match shared.h2c.open(&target, request).await {
+            Ok(opened) => return Ok((opened, target.read_timeout)),
+            Err(e) if steps::is_connect_error(&e) => {
+                if steps::connect_failed(shared, ctx) {
+                    continue;
                 }
+                let err = ctx.refusal.take();
+                return Err(err.unwrap_or_else(|| steps::classify_failure(&e, ctx)));
+            }
+            Err(e) => {
                 steps::upstream_failed(ctx, &e);
                 return Err(steps::classify_failure(&e, ctx));
             }
-        };
-        let request = upstream_request(session, ctx, &peer)
-            .map_err(|_| GatewayError::InvalidRequest("malformed request".into()))?;
-        ctx.log.upstream_start = Some(std::time::Instant::now());
-        h2.read_timeout = peer.options.read_timeout;
-        h2.write_timeout = peer.options.write_timeout;
-        let sent = match h2.write_request_header(Box::new(request), true) {
-            Ok(()) => h2.read_response_header().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            let e = e.into_up();
-            shared
-                .h2c
-                .release_http_session(h2, &*peer, peer.options.idle_timeout);
-            steps::upstream_failed(ctx, &e);
-            return Err(steps::classify_failure(&e, ctx));
         }
-        return Ok((h2, peer));
-    }
-}
-
-/// A stream on an HTTP/2 connection to the worker: a free one of an existing connection,
-/// or a new connection (prior knowledge, no TLS).
-async fn open_stream(connector: &Connector, peer: &HttpPeer) -> Result<Http2Session> {
-    if let Some(h2) = connector.reused_http_session(peer).await? {
-        return Ok(h2);
-    }
-    match connector.new_http_session::<HttpPeer, ()>(peer).await? {
-        ClientSession::H2(h2) => Ok(h2),
-        _ => Error::e_explain(ErrorType::InvalidH2, "the worker did not answer in HTTP/2"),
     }
 }
 
 /// The client's request as the worker gets it: the same rewriting as every proxied request
-/// (`rewrite_upstream_request`), in HTTP/2 form. The HTTP/2 stream holds it for its whole
-/// life, so it is a compact copy: no case-preserving name map, and values copied out of the
-/// client's read buffer (a value sharing that buffer would keep all 4 KiB of it alive).
+/// (`rewrite_upstream_request`), in HTTP/2 form (`:authority` from `Host`, no hop-by-hop
+/// headers).
 fn upstream_request(
     session: &Session,
     ctx: &Ctx,
-    peer: &HttpPeer,
-) -> Result<pingora::http::RequestHeader> {
+    addr: &std::net::SocketAddr,
+) -> Result<http::Request<()>> {
     let mut rewritten = session.req_header().clone();
     steps::rewrite_upstream_request(session, &mut rewritten, ctx)?;
     let authority = match rewritten.headers.get(http::header::HOST) {
         Some(h) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
-        None => peer.address().to_string(),
+        None => addr.to_string(),
     };
     let path = rewritten
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut up = pingora::http::RequestHeader::build_no_case(
-        http::Method::GET,
-        path.as_bytes(),
-        Some(rewritten.headers.len()),
-    )?;
-    for (name, value) in rewritten.headers.iter() {
-        if name == http::header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        let copied = http::HeaderValue::from_bytes(value.as_bytes())
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "header value", e))?;
-        up.append_header(name.clone(), copied)?;
-    }
     let uri = http::Uri::builder()
         .scheme("http")
         .authority(authority)
         .path_and_query(path)
         .build()
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
-    up.set_uri(uri);
-    up.set_version(http::Version::HTTP_2);
-    Ok(up)
+    let mut request = http::Request::new(());
+    *request.method_mut() = http::Method::GET;
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    let headers = request.headers_mut();
+    for (name, value) in rewritten.headers.iter() {
+        if name == http::header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    Ok(request)
 }
 
 /// A worker's answer that is not an event stream (a 4xx for an unknown session, say): read
 /// whole and answered through the Pingora session, logged by Pingora's `logging` as usual.
 async fn pass_plain_answer(
-    shared: &Shared,
     session: &mut Session,
     ctx: &mut Ctx,
-    mut h2: Http2Session,
-    peer: &HttpPeer,
+    mut body: RecvStream,
     mut resp: ResponseHeader,
 ) -> Result<()> {
-    let mut body = Vec::new();
+    let mut whole = Vec::new();
     let complete = loop {
-        match h2.read_response_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_PLAIN_ANSWER {
+        match body.data().await {
+            Some(Ok(chunk)) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if whole.len() + chunk.len() > MAX_PLAIN_ANSWER {
                     break false;
                 }
-                body.extend_from_slice(&chunk);
+                whole.extend_from_slice(&chunk);
             }
-            Ok(None) => break true,
-            Err(e) => {
-                let e = e.into_up();
-                steps::upstream_failed(ctx, &e);
+            None => break true,
+            Some(Err(e)) => {
+                let e = Error::because(ErrorType::H2Error, "reading the worker's answer", e);
+                steps::upstream_failed(ctx, &e.into_up());
                 break false;
             }
         }
@@ -271,17 +250,13 @@ async fn pass_plain_answer(
         ctx.refusal = Some(err);
         return Ok(());
     }
-    logrecord::scan_first_chunk(Some(&body), ctx);
+    logrecord::scan_first_chunk(Some(&whole), ctx);
     resp.remove_header(&http::header::TRANSFER_ENCODING);
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CONTENT_LENGTH, whole.len().to_string())?;
     session.write_response_header(Box::new(resp), false).await?;
     session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    shared
-        .h2c
-        .release_http_session(h2, peer, peer.options.idle_timeout);
-    Ok(())
+        .write_response_body(Some(Bytes::from(whole)), true)
+        .await
 }
 
 /// What Pingora's session holds once the real connection is taken: a parsed request on an
@@ -310,12 +285,15 @@ enum Event {
 /// waiting stream's task holds little more than its three borrows.
 fn next_event(
     cx: &mut Context<'_>,
-    h2: &mut Http2Session,
+    body: &mut RecvStream,
     client: &mut Stream,
     idle: &mut Option<Pin<Box<tokio::time::Sleep>>>,
 ) -> Poll<Event> {
-    match h2.poll_read_response_body(cx) {
-        Poll::Ready(Some(Ok(data))) => return Poll::Ready(Event::Data(data)),
+    match body.poll_data(cx) {
+        Poll::Ready(Some(Ok(data))) => {
+            let _ = body.flow_control().release_capacity(data.len());
+            return Poll::Ready(Event::Data(data));
+        }
         Poll::Ready(Some(Err(e))) => {
             let e = Error::because(ErrorType::ReadError, "while reading the worker's stream", e);
             return Poll::Ready(Event::Upstream(e.into_up()));
@@ -342,10 +320,10 @@ async fn pump(
     ctx: &mut Ctx,
     view: &mut RequestView,
     client: &mut Stream,
-    h2: &mut Http2Session,
+    body: &mut RecvStream,
+    read_timeout: Option<Duration>,
     write_limit: Duration,
 ) -> Option<String> {
-    let read_timeout = h2.read_timeout;
     let mut idle = read_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
     // The response header may still sit in the connection's write buffer.
     if send(client, &[], write_limit).await.is_err() {
@@ -354,7 +332,7 @@ async fn pump(
     }
     let mut error = None;
     loop {
-        let event = std::future::poll_fn(|cx| next_event(cx, h2, client, &mut idle)).await;
+        let event = std::future::poll_fn(|cx| next_event(cx, body, client, &mut idle)).await;
         match event {
             Event::Data(data) => {
                 if let (Some(sleep), Some(t)) = (idle.as_mut(), read_timeout) {
@@ -420,46 +398,6 @@ async fn pump(
         }
     }
     error
-}
-
-/// What releasing a stream to the connector needs of its peer (the pool key), kept instead
-/// of the whole `HttpPeer` (0.7 KiB) for the stream's life.
-#[derive(Clone)]
-struct PooledPeer {
-    addr: pingora::protocols::l4::socket::SocketAddr,
-    reuse_hash: u64,
-    idle_timeout: Duration,
-}
-
-impl PooledPeer {
-    fn of(peer: &HttpPeer) -> PooledPeer {
-        PooledPeer {
-            addr: peer.address().clone(),
-            reuse_hash: peer.reuse_hash(),
-            idle_timeout: peer.options.idle_timeout.unwrap_or(Duration::from_secs(60)),
-        }
-    }
-}
-
-impl std::fmt::Display for PooledPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.addr)
-    }
-}
-
-impl Peer for PooledPeer {
-    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
-        &self.addr
-    }
-    fn tls(&self) -> bool {
-        false
-    }
-    fn sni(&self) -> &str {
-        ""
-    }
-    fn reuse_hash(&self) -> u64 {
-        self.reuse_hash
-    }
 }
 
 /// Write `bytes` and flush. `Err(true)` when the client did not take them in time,
