@@ -41,7 +41,8 @@ Usage: bench/compare.sh [options]
   --only-gateways       measure the gateways and variants only (no direct, no nginx)
   --no-full             leave out gateway-full (JWT + rate limit + request log)
   --streams K[,K...]    after the load stages, hold K idle sessions with their SSE streams
-                        open through every target and report memory per stream
+                        open through every target and report memory per stream (from
+                        fresh processes only with --streams-only)
   --streams-only        skip the load stages (with --streams)
   --streams-hold D      how long the streams are held (default 10s)
   --http1-streams       the gateways send GET streams to the worker over HTTP/1.1, one
@@ -579,6 +580,11 @@ done
         command -v sqlite3 >/dev/null 2>&1 \
             && rows="$(sqlite3 "$WORK/gateway-full.db" 'select count(*) from request_logs' 2>/dev/null || true)"
         echo "gateway-full request log: ${rows:-?} rows in SQLite so far; ${metrics:-no metrics}"
+    fi
+    if [ -n "$STREAMS" ] && [ "$STREAMS_ONLY" = 0 ]; then
+        echo "Note: the streams were held by processes that had just run the load stages, so"
+        echo "their RSS already held what the load left (see 'proxy RSS before'); KiB/stream is"
+        echo "only meaningful from fresh processes: measure it with --streams-only."
     fi
     echo
     "$BENCH" compare --results "$OUT"

@@ -497,6 +497,87 @@ async fn a_detached_get_stream_carries_the_workers_notifications() {
     assert!(counted.is_ok(), "{}", gw.metrics().await);
 }
 
+/// The address of the (single) worker of the gateway's first pool.
+async fn first_worker(gw: &Gateway) -> std::net::SocketAddr {
+    let pools = gw.admin_json("/admin/pools").await;
+    pools["pools"][0]["workers"][0]["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no worker address in {pools}"))
+}
+
+/// The h2c connection that carried detached streams is closed once it has had no stream
+/// for the pool's `idle_timeout`, like the pooled HTTP/1.1 ones.
+#[tokio::test]
+async fn an_idle_h2c_connection_to_the_worker_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, admin) = (free_port(), free_port());
+    // Health checks over TCP, rarely: only the proxied traffic holds connections.
+    let config = h2c_config(port, admin, true, "")
+        .replace(
+            "    h2c_streams: true\n",
+            "    h2c_streams: true\n    idle_timeout: 1s\n",
+        )
+        .replace(
+            "health: { kind: http, path: /health, interval: 1s }",
+            "health: { kind: tcp, interval: 60s }",
+        );
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let worker = first_worker(&gw).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    // A plain socket, so that dropping it surely closes the client's connection.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-06-18\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Past the HTTP/1.1 connections' idle timeout: only the stream's connection is left.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(connections_to(worker), 1, "the stream's h2c connection");
+    drop(stream);
+    let closed = wait_until(std::time::Duration::from_secs(10), || {
+        connections_to(worker) == 0
+    });
+    assert!(closed, "{} connections left", connections_to(worker));
+}
+
+/// With the pool's `read_timeout` set, a detached stream silent for longer is cut (not
+/// ended cleanly), as through Pingora's path: the worker counts a failure.
+#[tokio::test]
+async fn a_silent_detached_stream_is_cut_after_read_timeout() {
+    let (port, admin) = (free_port(), free_port());
+    let config = h2c_config(port, admin, true, "").replace(
+        "    h2c_streams: true\n",
+        "    h2c_streams: true\n    read_timeout: 1s\n",
+    );
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
+    assert_eq!(stream.status(), 200);
+    let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
+    assert!(matches!(ended, Ok(Err(_))), "not cut: {ended:?}");
+    let timeouts = r#"mcp_gateway_refusals_total{reason="upstream_timeout"}"#;
+    let m = gw.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with(timeouts) && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
 /// A GET the worker refuses (no session id) gets the worker's own answer, the same through
 /// the detached path as through Pingora's.
 #[tokio::test]

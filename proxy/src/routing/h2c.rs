@@ -26,12 +26,18 @@ struct Conn {
     send: SendRequest<Bytes>,
     streams: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
+    /// Ends the connection's driver task. Dropping the last `SendRequest` does not wake it,
+    /// so an idle connection would otherwise stay open until the worker sent something.
+    close: Arc<tokio::sync::Notify>,
 }
 
 /// The pool: live connections by worker address.
 #[derive(Default)]
 pub struct H2cPool {
     conns: Arc<Mutex<HashMap<SocketAddr, Vec<Conn>>>>,
+    /// One connection attempt at a time per address: streams opened together (a burst of
+    /// clients) share the new connection instead of each opening one.
+    connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Where and how to open a stream.
@@ -75,8 +81,12 @@ impl Drop for Slot {
                 if let Ok(mut map) = conns.lock() {
                     if let Some(list) = map.get_mut(&addr) {
                         list.retain(|c| {
-                            !(Arc::ptr_eq(&c.streams, &streams)
-                                && c.streams.load(Ordering::Acquire) == 0)
+                            let idle = Arc::ptr_eq(&c.streams, &streams)
+                                && c.streams.load(Ordering::Acquire) == 0;
+                            if idle {
+                                c.close.notify_one();
+                            }
+                            !idle
                         });
                         if list.is_empty() {
                             map.remove(&addr);
@@ -162,10 +172,18 @@ impl H2cPool {
             Ok(Ok(pair)) => pair,
         };
         let closed = Arc::new(AtomicBool::new(false));
-        let driver_closed = closed.clone();
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (driver_closed, driver_close) = (closed.clone(), close.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "h2c connection to a worker ended");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "h2c connection to a worker ended");
+                    }
+                }
+                // Idle past the pool's idle_timeout, no stream left: dropping the connection
+                // closes its socket.
+                _ = driver_close.notified() => {}
             }
             driver_closed.store(true, Ordering::Release);
         });
@@ -175,6 +193,7 @@ impl H2cPool {
                 send: send.clone(),
                 streams: streams.clone(),
                 closed,
+                close,
             });
         }
         Ok((send, streams))
@@ -184,7 +203,18 @@ impl H2cPool {
     pub async fn open(&self, t: &Target, request: http::Request<()>) -> Result<Opened, OpenError> {
         let (send, streams) = match self.reuse(t) {
             Some(found) => found,
-            None => self.connect(t).await?,
+            None => {
+                let gate = self
+                    .connecting
+                    .lock()
+                    .map(|mut m| m.entry(t.addr).or_default().clone())
+                    .unwrap_or_default();
+                let _turn = gate.lock().await;
+                match self.reuse(t) {
+                    Some(found) => found,
+                    None => self.connect(t).await?,
+                }
+            }
         };
         let slot = Slot {
             streams,

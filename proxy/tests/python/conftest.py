@@ -265,7 +265,9 @@ def recording_http_client(recorder: HttpRecorder) -> httpx2.AsyncClient:
 
 
 @asynccontextmanager
-async def mcp_session(gw: Gateway, *, initialize: bool = True) -> AsyncIterator[tuple[ClientSession, HttpRecorder]]:
+async def mcp_session(
+    gw: Gateway, *, initialize: bool = True, message_handler: Any = None
+) -> AsyncIterator[tuple[ClientSession, HttpRecorder]]:
     """A legacy (initialize handshake, Mcp-Session-Id) SDK session through the gateway.
 
     `max_sse_event_size=None`: the SDK's default caps one SSE event at 1 MiB, which a
@@ -274,7 +276,9 @@ async def mcp_session(gw: Gateway, *, initialize: bool = True) -> AsyncIterator[
     rec = HttpRecorder()
     async with recording_http_client(rec) as http:
         async with streamable_http_client(gw.mcp_url, http_client=http, max_sse_event_size=None) as (read, write):
-            async with ClientSession(read, write, read_timeout_seconds=CALL_TIMEOUT_S) as session:
+            async with ClientSession(
+                read, write, read_timeout_seconds=CALL_TIMEOUT_S, message_handler=message_handler
+            ) as session:
                 if initialize:
                     await session.initialize()
                 yield session, rec

@@ -86,6 +86,33 @@ async def test_initialize_list_tools_and_add(gateway: Gateway, caplog: pytest.Lo
     assert not [r for r in caplog.records if "termination failed" in r.getMessage()]
 
 
+# 1b. notifications on the standalone GET stream, which the gateway carries in a task of its
+# own on an h2c_streams pool (docs/decisions.md, "Detached GET streams")
+async def test_standalone_stream_notifications_reach_the_sdk(gateway: Gateway) -> None:
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if isinstance(uri, str):
+            seen.append(uri)
+
+    with anyio.fail_after(CALL_TIMEOUT_S * 3):
+        async with mcp_session(gateway, message_handler=on_message) as (session, rec):
+            # The SDK opens its GET stream in the background; a notification sent before it
+            # is open would be lost, so wait for the stream's answer first.
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                while not any(method == "GET" for method, _ in rec.exchanges):
+                    await anyio.sleep(0.02)
+            result = await session.call_tool("notify", {"text": "from-the-worker", "times": 3})
+            assert only_text(result) == "sent 3"
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                while len(seen) < 3:
+                    await anyio.sleep(0.02)
+    assert seen == ["note://from-the-worker"] * 3, seen
+    gets = [status for method, status in rec.exchanges if method == "GET"]
+    assert gets == [200], rec.exchanges
+
+
 # 2. progress notifications stream through before the result
 async def test_progress_notifications_arrive_before_result(gateway: Gateway) -> None:
     n, delay_ms = 4, 50
