@@ -506,11 +506,28 @@ async fn first_worker(gw: &Gateway) -> std::net::SocketAddr {
         .unwrap_or_else(|| panic!("no worker address in {pools}"))
 }
 
+/// Send session `sid`'s GET stream request on a plain socket and read up to its status.
+async fn open_raw_stream(stream: &mut tokio::net::TcpStream, sid: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-06-18\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
 /// The h2c connection that carried detached streams is closed once it has had no stream
 /// for the pool's `idle_timeout`, like the pooled HTTP/1.1 ones.
 #[tokio::test]
 async fn an_idle_h2c_connection_to_the_worker_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (port, admin) = (free_port(), free_port());
     // Health checks over TCP, rarely: only the proxied traffic holds connections.
     let config = h2c_config(port, admin, true, "")
@@ -530,19 +547,7 @@ async fn an_idle_h2c_connection_to_the_worker_is_closed() {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let request = format!(
-        "GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-06-18\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut head = [0u8; 12];
-    stream
-        .read_exact(&mut head)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(&head, b"HTTP/1.1 200");
+    open_raw_stream(&mut stream, &sid).await;
     // Past the HTTP/1.1 connections' idle timeout: only the stream's connection is left.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(connections_to(worker), 1, "the stream's h2c connection");
@@ -551,6 +556,70 @@ async fn an_idle_h2c_connection_to_the_worker_is_closed() {
         connections_to(worker) == 0
     });
     assert!(closed, "{} connections left", connections_to(worker));
+}
+
+/// A client that stops reading its detached stream is cut once a write to it has waited
+/// `client_write_timeout`, instead of the gateway buffering the worker's events for it.
+#[tokio::test]
+async fn a_detached_stream_whose_client_stops_reading_is_cut() {
+    use tokio::io::AsyncReadExt;
+    let (port, admin) = (free_port(), free_port());
+    let config = h2c_config(port, admin, true, "limits: { client_write_timeout: 1s }\n");
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let client = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    // A small receive buffer, so the gateway's writes block soon.
+    client
+        .set_recv_buffer_size(4096)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = client
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    open_raw_stream(&mut stream, &sid).await;
+    // About 16 MiB of events the client never reads; the call itself may stall once the
+    // gateway stops taking them, so it runs on its own.
+    let text = "x".repeat(16 * 1024);
+    let (h, url, s) = (http.clone(), gw.url(), sid.clone());
+    let call = tokio::spawn(async move {
+        raw_call(
+            &h,
+            &url,
+            &s,
+            2,
+            "notify",
+            json!({"text": text, "times": 1000}),
+        )
+        .await
+    });
+    let reason = r#"mcp_gateway_refusals_total{reason="invalid_request"}"#;
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let m = gw.metrics().await;
+            if m.lines()
+                .any(|l| l.starts_with(reason) && !l.ends_with(" 0"))
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "not cut:\n{}", gw.metrics().await);
+    // What the kernel still held reaches the client, then the connection ends.
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the client's connection stayed open");
+    call.abort();
 }
 
 /// With the pool's `read_timeout` set, a detached stream silent for longer is cut (not
