@@ -647,6 +647,45 @@ async fn a_silent_detached_stream_is_cut_after_read_timeout() {
     );
 }
 
+/// A configuration reload leaves detached streams alone: a stream opened before it keeps
+/// carrying the worker's notifications after it.
+#[tokio::test]
+async fn a_detached_stream_survives_a_reload() {
+    let (port, admin) = (free_port(), free_port());
+    let config = h2c_config(port, admin, true, "");
+    let gw = Gateway::start_with(&config, port, admin).await;
+    let http = reqwest::Client::new();
+    let sid = raw_session(&http, &gw.url()).await;
+    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
+    assert_eq!(stream.status(), 200);
+    let version = |v: Value| v["version"].as_u64().unwrap_or(0);
+    let before = version(gw.admin_json("/admin/config").await);
+    std::fs::write(
+        gw.log.with_file_name("gateway.yaml"),
+        format!("{config}limits: {{ max_body_bytes: 2000000 }}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gw.signal(libc::SIGHUP);
+    let reloaded = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while version(gw.admin_json("/admin/config").await) <= before {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(reloaded.is_ok(), "no reload:\n{}", gw.log_text());
+    let (status, _) = raw_call(
+        &http,
+        &gw.url(),
+        &sid,
+        2,
+        "notify",
+        json!({"text": "after-reload"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(read_until(&mut stream, "after-reload", 1).await, 1);
+}
+
 /// A GET the worker refuses (no session id) gets the worker's own answer, the same through
 /// the detached path as through Pingora's.
 #[tokio::test]

@@ -111,22 +111,6 @@ impl H2cPool {
         H2cPool::default()
     }
 
-    /// Connections open to `addr` (for tests and the admin view).
-    pub fn connections(&self, addr: SocketAddr) -> usize {
-        self.conns
-            .lock()
-            .map(|m| {
-                m.get(&addr)
-                    .map(|l| {
-                        l.iter()
-                            .filter(|c| !c.closed.load(Ordering::Acquire))
-                            .count()
-                    })
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
-    }
-
     /// A free place on a live connection to `addr`, counted as taken.
     fn reuse(&self, t: &Target) -> Option<(SendRequest<Bytes>, Arc<AtomicUsize>)> {
         let mut map = self.conns.lock().ok()?;
@@ -209,11 +193,19 @@ impl H2cPool {
                     .lock()
                     .map(|mut m| m.entry(t.addr).or_default().clone())
                     .unwrap_or_default();
-                let _turn = gate.lock().await;
-                match self.reuse(t) {
-                    Some(found) => found,
-                    None => self.connect(t).await?,
+                let turn = gate.lock().await;
+                let found = match self.reuse(t) {
+                    Some(found) => Ok(found),
+                    None => self.connect(t).await,
+                };
+                drop(turn);
+                // Nobody else waiting: forget the gate (worker addresses come and go).
+                if let Ok(mut m) = self.connecting.lock() {
+                    if Arc::strong_count(&gate) <= 2 {
+                        m.remove(&t.addr);
+                    }
                 }
+                found?
             }
         };
         let slot = Slot {
