@@ -50,6 +50,8 @@ pub struct Shared {
     pub calls_inflight: AtomicUsize,
     /// Set when shutdown begins: readiness turns false.
     pub draining: AtomicBool,
+    /// Woken when shutdown begins: detached GET streams end at once (`gateway::detach`).
+    pub stopping: tokio::sync::Notify,
     /// The gateway's own identity service, once started (when configured).
     pub identity: arc_swap::ArcSwapOption<IdentityHandle>,
     /// Rate and concurrency limits (built from the configuration's `rate_limits`).

@@ -172,6 +172,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         inflight: AtomicUsize::new(0),
         calls_inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
+        stopping: tokio::sync::Notify::new(),
         identity: arc_swap::ArcSwapOption::empty(),
         h2c: crate::routing::h2c::H2cPool::new(),
     });
@@ -244,6 +245,7 @@ fn drain_then_exit(
         }
     }
     shared.draining.store(true, Ordering::Release);
+    shared.stopping.notify_waiters();
     let deadline = Instant::now() + grace;
     // Give Pingora a moment to close its listeners, then wait for requests in flight.
     std::thread::sleep(Duration::from_millis(100));

@@ -513,6 +513,26 @@ async fn a_get_stream_the_client_closes_is_logged_as_client_closed() {
     }
 }
 
+/// Session `sid`'s GET stream with `X-Request-Id: id` (to find its record), answered 200.
+async fn tagged_stream(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    sid: &str,
+    id: &str,
+) -> reqwest::Response {
+    let stream = http
+        .get(gw.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET stream: {e}"));
+    assert_eq!(stream.status(), 200);
+    stream
+}
+
 async fn a_get_stream_the_client_closes(h2c: bool) {
     let db = SqliteDb::new("logship");
     let setup = Setup::new(db.url(), None);
@@ -526,16 +546,7 @@ async fn a_get_stream_the_client_closes(h2c: bool) {
     let http = client("alice");
     let sid = raw_session(&http, &gw.url()).await;
     let tag = unique_name("closed");
-    let mut stream = http
-        .get(gw.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("x-request-id", format!("{tag}-0"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET stream: {e}"));
-    assert_eq!(stream.status(), 200);
+    let mut stream = tagged_stream(&http, &gw, &sid, &format!("{tag}-0")).await;
     // The worker's priming event, then the client hangs up.
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.chunk()).await;
     drop(stream);
@@ -565,6 +576,66 @@ async fn a_get_stream_the_client_closes(h2c: bool) {
     p.close().await;
     let log = gw.log_text();
     assert!(!log.contains("Fail to proxy"), "{log}");
+}
+
+/// Shutdown ends a detached GET stream at once (a clean end, so the client reconnects
+/// elsewhere) instead of waiting `shutdown_grace` for it, and its record says `shutdown`.
+#[tokio::test]
+async fn shutdown_ends_detached_streams_at_once_and_logs_them() {
+    let db = SqliteDb::new("logship");
+    let setup = Setup::new(db.url(), None);
+    std::env::set_var("LOGSHIP_TEST_SECRET", SECRET);
+    let (port, admin) = (free_port(), free_port());
+    let config = setup
+        .config(port, admin)
+        .replace(
+            "    balance: round_robin\n",
+            "    balance: round_robin\n    h2c_streams: true\n",
+        )
+        .replace("shutdown_grace: 3s", "shutdown_grace: 30s");
+    let mut gw = Gateway::start_with(&config, port, admin).await;
+    let http = client("carol");
+    let sid = raw_session(&http, &gw.url()).await;
+    let tag = unique_name("stop");
+    let mut stream = tagged_stream(&http, &gw, &sid, &format!("{tag}-0")).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.chunk()).await;
+    let asked = Instant::now();
+    gw.signal(libc::SIGTERM);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(matches!(ended, Ok(Ok(()))), "not a clean end: {ended:?}");
+    let status = gw.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "shutdown took {took:?}, as if it waited for the stream"
+    );
+    let p = pool(&db.url()).await;
+    let row = sqlx::query("SELECT status, error FROM request_logs WHERE request_id = $1")
+        .bind(format!("{tag}-0"))
+        .fetch_one(&p)
+        .await
+        .unwrap_or_else(|e| panic!("the stream's record: {e}"));
+    assert_eq!(
+        row.try_get::<Option<i64>, _>("status").ok().flatten(),
+        Some(200)
+    );
+    assert_eq!(
+        row.try_get::<Option<String>, _>("error")
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("shutdown")
+    );
+    p.close().await;
 }
 
 #[tokio::test]

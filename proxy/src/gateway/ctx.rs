@@ -64,6 +64,8 @@ pub struct LogFacts {
     /// The client went away before the answer ended (a GET stream it closed, a call it
     /// gave up on): logged as `client_closed`, not as an error of the request.
     pub client_closed: bool,
+    /// The gateway ended the stream because it is shutting down (`detach`).
+    pub shutdown: bool,
 }
 
 pub struct Ctx {

@@ -118,6 +118,7 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             .map(|rt| rt.config.limits.client_write_timeout)
             .unwrap_or(Duration::from_secs(30));
         let error = pump(
+            &shared,
             &mut owned,
             &mut view,
             &mut client,
@@ -279,6 +280,8 @@ enum Event {
     ClientGone,
     /// `read_timeout` passed without an event from the worker.
     Idle,
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 /// Wait for the next [`Event`]. A plain poll function instead of `select!` over futures, so a
@@ -288,7 +291,11 @@ fn next_event(
     body: &mut RecvStream,
     client: &mut Stream,
     idle: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    stop: Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) -> Poll<Event> {
+    if stop.poll(cx).is_ready() {
+        return Poll::Ready(Event::Shutdown);
+    }
     match body.poll_data(cx) {
         Poll::Ready(Some(Ok(data))) => {
             let _ = body.flow_control().release_capacity(data.len());
@@ -317,6 +324,7 @@ fn next_event(
 /// Copy the worker's events to the client until either side ends. Returns the error text
 /// for the record, if any; the outcome is in `ctx` (`client_closed`, `refusal`).
 async fn pump(
+    shared: &Shared,
     ctx: &mut Ctx,
     view: &mut RequestView,
     client: &mut Stream,
@@ -325,6 +333,13 @@ async fn pump(
     write_limit: Duration,
 ) -> Option<String> {
     let mut idle = read_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    // Shutdown ends idle streams at once instead of letting them hold the process for the
+    // whole `shutdown_grace`: their clients reconnect (to another replica, or to the new
+    // process of an upgrade).
+    let stop = shared.stopping.notified();
+    tokio::pin!(stop);
+    stop.as_mut().enable();
+    let stopping = shared.draining.load(std::sync::atomic::Ordering::Acquire);
     // The response header may still sit in the connection's write buffer.
     if send(client, &[], write_limit).await.is_err() {
         ctx.log.client_closed = true;
@@ -332,7 +347,11 @@ async fn pump(
     }
     let mut error = None;
     loop {
-        let event = std::future::poll_fn(|cx| next_event(cx, body, client, &mut idle)).await;
+        let event = if stopping {
+            Event::Shutdown
+        } else {
+            std::future::poll_fn(|cx| next_event(cx, body, client, &mut idle, stop.as_mut())).await
+        };
         match event {
             Event::Data(data) => {
                 if let (Some(sleep), Some(t)) = (idle.as_mut(), read_timeout) {
@@ -389,6 +408,13 @@ async fn pump(
                 steps::upstream_failed(ctx, &e);
                 error = Some(e.to_string());
                 ctx.refusal = Some(steps::classify_failure(&e, ctx));
+                break;
+            }
+            Event::Shutdown => {
+                ctx.log.shutdown = true;
+                if send(client, b"0\r\n\r\n", write_limit).await.is_err() {
+                    ctx.log.client_closed = true;
+                }
                 break;
             }
             Event::ClientGone => {

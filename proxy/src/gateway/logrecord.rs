@@ -202,10 +202,8 @@ pub fn build(view: &mut RequestView, ctx: &mut Ctx, status: u16) -> RequestRecor
         auth: Cow::Borrowed(auth_outcome(ctx)),
         error: match &ctx.refusal {
             Some(e) => Some(Cow::Borrowed(e.kind())),
-            None => ctx
-                .log
-                .client_closed
-                .then_some(Cow::Borrowed("client_closed")),
+            None if ctx.log.client_closed => Some(Cow::Borrowed("client_closed")),
+            None => ctx.log.shutdown.then_some(Cow::Borrowed("shutdown")),
         },
         request_body: ctx.log.request_body.take(),
         response_body: match (
