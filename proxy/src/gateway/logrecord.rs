@@ -155,7 +155,7 @@ fn auth_outcome(ctx: &Ctx) -> &'static str {
     }
 }
 
-/// The record of this request. Called once, in `logging`.
+/// The record of this request. Called once, when the request ends (`finish_request`).
 pub fn build(view: &mut RequestView, ctx: &mut Ctx, status: u16) -> RequestRecord {
     let elapsed = ctx.start.elapsed();
     let route = ctx.routing.route.as_ref();
