@@ -26,7 +26,6 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
@@ -97,7 +96,6 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
     session.write_response_header(Box::new(resp), false).await?;
 
     let mut view = RequestView::of(session, ctx);
-    view.bytes_out = 0;
     let spent = spent_session().await?;
     let ServerSession::H1(h1) = std::mem::replace(&mut *session.downstream_session, spent) else {
         return Err(Error::explain(
@@ -146,19 +144,18 @@ async fn open(
     ctx: &mut Ctx,
 ) -> Result<(Opened, Option<Duration>), GatewayError> {
     loop {
-        let peer = steps::choose_peer(ctx, true)?;
-        let Some(addr) = peer.address().as_inet().copied() else {
-            return Err(GatewayError::Internal);
-        };
+        let route = ctx.routing.route.clone().ok_or(GatewayError::Internal)?;
+        let addr = steps::choose_worker(ctx, &route)?.addr;
+        // Errors of this stream are an h2c worker's (`upstream_failed` does not eject a
+        // worker for failing h2c).
+        ctx.routing.h2c = true;
+        let pool = &route.pool.config;
         let target = Target {
             addr,
-            connect_timeout: peer
-                .options
-                .connection_timeout
-                .unwrap_or(Duration::from_secs(5)),
-            read_timeout: peer.options.read_timeout,
-            idle_timeout: peer.options.idle_timeout.unwrap_or(Duration::from_secs(60)),
-            max_streams: peer.options.max_h2_streams,
+            connect_timeout: pool.connect_timeout,
+            read_timeout: pool.read_timeout,
+            idle_timeout: pool.idle_timeout,
+            max_streams: steps::H2C_STREAMS_PER_CONNECTION,
         };
         let request = upstream_request(session, ctx, &addr)
             .map_err(|_| GatewayError::InvalidRequest("malformed request".into()))?;

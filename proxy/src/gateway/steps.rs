@@ -2,6 +2,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -14,8 +15,9 @@ use crate::mcp::errors::GatewayError;
 use crate::mcp::headers;
 use crate::mcp::origin;
 use crate::mcp::session::SessionClaims;
+use crate::routing::pool::Endpoint;
 use crate::routing::InflightGuard;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::{Route, Runtime, Shared};
 
 /// Headers a client must never be able to set on the way to a worker: its own credentials
 /// (the gateway authenticates; workers get identity from the gateway) and identity claims.
@@ -221,7 +223,7 @@ fn client_key(ctx: &Ctx) -> u64 {
 
 /// Streams one h2c connection to a worker carries before the gateway opens another (the
 /// worker's own `SETTINGS_MAX_CONCURRENT_STREAMS` lowers it; hyper's default is 200).
-const H2C_STREAMS_PER_CONNECTION: usize = 100;
+pub const H2C_STREAMS_PER_CONNECTION: usize = 100;
 
 /// `upstream_peer`: the session's worker, or the balancer's pick among healthy ones. A GET
 /// stream (`get_stream`) on an `h2c_streams` pool goes over HTTP/2 cleartext: many idle
@@ -231,6 +233,23 @@ pub fn choose_peer(ctx: &mut Ctx, get_stream: bool) -> Result<Box<HttpPeer>, Gat
         return Ok(Box::new(HttpPeer::new(addr, false, String::new())));
     }
     let route = ctx.routing.route.clone().ok_or(GatewayError::Internal)?;
+    let endpoint = choose_worker(ctx, &route)?;
+    let pool = &route.pool.config;
+    let mut peer = HttpPeer::new(endpoint.addr, false, String::new());
+    peer.options.connection_timeout = Some(pool.connect_timeout);
+    peer.options.read_timeout = pool.read_timeout;
+    peer.options.idle_timeout = Some(pool.idle_timeout);
+    if get_stream && pool.h2c_streams {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2C_STREAMS_PER_CONNECTION;
+        ctx.routing.h2c = true;
+    }
+    Ok(Box::new(peer))
+}
+
+/// The worker of `route`'s pool for this request (the session's, or the balancer's pick
+/// among healthy ones), recorded in `ctx.routing` (endpoint, in-flight guard).
+pub fn choose_worker(ctx: &mut Ctx, route: &Route) -> Result<Arc<Endpoint>, GatewayError> {
     let pool = &route.pool;
     let worker = match &ctx.routing.pinned {
         Some(w) => w.clone(),
@@ -245,18 +264,9 @@ pub fn choose_peer(ctx: &mut Ctx, get_stream: bool) -> Result<Box<HttpPeer>, Gat
         }
     };
     let endpoint = worker.endpoint();
-    let mut peer = HttpPeer::new(endpoint.addr, false, String::new());
-    peer.options.connection_timeout = Some(pool.config.connect_timeout);
-    peer.options.read_timeout = pool.config.read_timeout;
-    peer.options.idle_timeout = Some(pool.config.idle_timeout);
-    if get_stream && pool.config.h2c_streams {
-        peer.options.set_http_version(2, 2);
-        peer.options.max_h2_streams = H2C_STREAMS_PER_CONNECTION;
-        ctx.routing.h2c = true;
-    }
-    ctx.routing.endpoint = Some(endpoint);
+    ctx.routing.endpoint = Some(endpoint.clone());
     ctx.routing.guard = Some(InflightGuard::new(worker));
-    Ok(Box::new(peer))
+    Ok(endpoint)
 }
 
 /// `fail_to_connect`: eject the worker and say whether another may be tried. Nothing was
