@@ -66,6 +66,8 @@ pub struct Shared {
     pub logship: Arc<crate::logship::LogShip>,
     /// HTTP/2 connections to workers for detached GET streams (`gateway::detach`).
     pub h2c: crate::routing::h2c::H2cPool,
+    /// HTTP/1.1 keep-alive connections to workers for forwarded POSTs (`gateway::forward`).
+    pub h1: crate::routing::h1::H1Pool,
 }
 
 pub struct IdentityHandle {

@@ -175,6 +175,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         stopping: tokio::sync::Notify::new(),
         identity: arc_swap::ArcSwapOption::empty(),
         h2c: crate::routing::h2c::H2cPool::new(),
+        h1: crate::routing::h1::H1Pool::new(),
     });
     let control = ControlPlane::start(shared.clone(), admin).map_err(StartError::Control)?;
 

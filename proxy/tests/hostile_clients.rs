@@ -127,7 +127,9 @@ async fn framing_probes_are_refused_or_reach_the_worker_as_one_well_formed_reque
             }
             Closed => got.is_empty() && reqs.is_empty() && up.unparsed().is_empty(),
             One => {
-                let one = reqs.len() == 1 && up.unparsed().is_empty() && got == vec![200];
+                // A `100 Continue` may come first (the answer to `Expect: 100-continue`).
+                let finals: Vec<u16> = got.iter().copied().filter(|s| *s != 100).collect();
+                let one = reqs.len() == 1 && up.unparsed().is_empty() && finals == vec![200];
                 one && reqs.iter().all(|r| {
                     r.target.starts_with("/mcp")
                         && (r.body.is_empty() || r.body == B.as_bytes())

@@ -17,12 +17,17 @@ const CALL: &str =
 /// `/mcp` to the hostile upstream (read_timeout 2 s, ejected after 2 failures; health checks
 /// hourly, so only requests can eject it), `/good` to a real worker.
 async fn start(behaviour: Behaviour) -> (Upstream, common::Gateway) {
+    start_with(behaviour, "").await
+}
+
+/// `start`, with `pool_extra` (indented YAML) added to the hostile upstream's pool.
+async fn start_with(behaviour: Behaviour, pool_extra: &str) -> (Upstream, common::Gateway) {
     let up = Upstream::start(behaviour).await;
     let (port, admin) = (common::free_port(), common::free_port());
-    let pool_extra = "    read_timeout: 2s\n    health: { kind: http, path: /health, interval: 1h, unhealthy_after: 2 }\n";
+    let pool_extra = format!("    read_timeout: 2s\n    health: {{ kind: http, path: /health, interval: 1h, unhealthy_after: 2 }}\n{pool_extra}");
     let config = two_route_config(port, admin, up.port, "", "").replace(
         "    health: { kind: http, path: /health, interval: 1h }\n",
-        pool_extra,
+        &pool_extra,
     );
     let gw = common::Gateway::start_with(&config, port, admin).await;
     (up, gw)
@@ -231,4 +236,105 @@ async fn an_sse_flood_reaches_a_fast_client_and_backs_off_for_a_stalled_one() {
     let growth_mib = peak.saturating_sub(before) / 1024;
     println!("sse flood: {events} events, {} MiB to the fast client; gateway RSS {before} -> peak {peak} KiB (+{growth_mib} MiB)", total >> 20);
     assert!(growth_mib < 128, "gateway memory grew by {growth_mib} MiB");
+}
+
+/// POSTs reach the worker over kept-alive connections, each request's header and body in
+/// one write (the worker reads it whole at once; Pingora's proxy loop wrote the header
+/// first, so a worker could wake up for a header without its body).
+#[tokio::test]
+async fn posts_reuse_the_workers_connection_and_arrive_in_one_write() {
+    let (up, gw) = start(Behaviour::Answer).await;
+    for _ in 0..5 {
+        let (status, v) = call(&gw).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["result"]["recorded"], true, "{v}");
+        assert_eq!(v["id"], 7, "{v}");
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.conn == seen[0].conn),
+        "one kept-alive connection for sequential calls: {:?}",
+        seen.iter().map(|r| r.conn).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter().all(|r| r.reads == 1),
+        "each request read whole at once: {:?}",
+        seen.iter().map(|r| r.reads).collect::<Vec<_>>()
+    );
+    assert!(seen.iter().all(|r| r.body == CALL.as_bytes()));
+}
+
+/// A worker that closes a kept-alive connection after answering (a short idle timeout of
+/// its own) costs nothing: the next POST goes on a new connection, no failure is counted.
+#[tokio::test]
+async fn a_worker_closing_its_idle_connections_fails_no_post() {
+    let (up, gw) = start(Behaviour::AnswerThenClose).await;
+    for _ in 0..3 {
+        let (status, v) = call(&gw).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["result"]["recorded"], true, "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let seen = up.requests();
+    let mut conns: Vec<usize> = seen.iter().map(|r| r.conn).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 3, "a new connection each time: {conns:?}");
+    assert_eq!(
+        recorder_healthy(&gw).await,
+        Some(true),
+        "no failure counted"
+    );
+}
+
+/// A connection to a worker left unused for the pool's `idle_timeout` is closed by the
+/// gateway, and not before.
+#[tokio::test]
+async fn an_unused_worker_connection_is_closed_after_idle_timeout() {
+    let (up, gw) = start_with(Behaviour::Answer, "    idle_timeout: 1s\n").await;
+    let (status, v) = call(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    let conn = up.requests()[0].conn;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!up.closed(conn), "closed before idle_timeout");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !up.closed(conn) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up.closed(conn), "still open 5 s after the call");
+}
+
+/// `Expect: 100-continue` (curl sends it for bodies over 1 KiB): the gateway says `100
+/// Continue` once the request passed its checks, reads the body, and does not pass the
+/// expectation on to the worker.
+#[tokio::test]
+async fn a_client_expecting_100_continue_is_told_to_go_on() {
+    use tokio::io::AsyncWriteExt;
+    let (up, gw) = start(Behaviour::Answer).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\naccept: {}\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        common::ACCEPT,
+        CALL.len()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = read_until_quiet(&mut s, Duration::from_millis(500)).await;
+    let first = String::from_utf8_lossy(&first);
+    assert!(first.starts_with("HTTP/1.1 100 Continue\r\n"), "{first}");
+    assert!(up.requests().is_empty(), "nothing sent before the body");
+    s.write_all(CALL.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = read_until_quiet(&mut s, Duration::from_millis(1000)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"recorded\":true"), "{answer}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].header_all("expect").is_empty(), "{:?}", seen[0]);
+    assert_eq!(seen[0].body, CALL.as_bytes());
 }

@@ -6,6 +6,7 @@ mod capture;
 pub mod client_ip;
 pub mod ctx;
 mod detach;
+mod forward;
 mod limits;
 mod listfilter;
 mod logrecord;
@@ -77,6 +78,9 @@ impl ProxyHttp for Gateway {
             Ok(()) if detach::wants(session, ctx) => {
                 detach::serve(&self.shared, session, ctx).await
             }
+            Ok(()) if forward::wants(session, ctx) => {
+                forward::serve(&self.shared, session, ctx).await
+            }
             Ok(()) => Ok(false),
             Err(err) => {
                 let www = steps::resource_metadata_url(ctx);
@@ -114,28 +118,7 @@ impl ProxyHttp for Gateway {
         if !ctx.body.active {
             return Ok(());
         }
-        let limit = ctx
-            .routing
-            .runtime
-            .as_ref()
-            .map(|rt| rt.config.limits.max_body_bytes)
-            .unwrap_or(0);
-        body::on_chunk(session, ctx, body, end_of_stream, limit).map_err(|e| refuse(ctx, e))?;
-        if end_of_stream {
-            limits::check_tools(&self.shared, session, ctx)
-                .await
-                .map_err(|e| refuse(ctx, e))?;
-            if let (Some(cfg), Some(whole)) = (
-                ctx.routing
-                    .route
-                    .as_ref()
-                    .and_then(|r| r.log_bodies.as_ref()),
-                body.as_deref(),
-            ) {
-                ctx.log.request_body = Some(capture::render(whole, 0, cfg));
-            }
-        }
-        Ok(())
+        check_body(&self.shared, session, ctx, body, end_of_stream).await
     }
 
     async fn upstream_request_filter(
@@ -167,25 +150,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        if !ctx.log.scanned {
-            logrecord::scan_first_chunk(body.as_deref(), ctx);
-        }
-        if let Some(f) = ctx.list_filter.as_mut() {
-            f.on_chunk(body, end_of_stream).map_err(|_| {
-                Error::explain(
-                    ErrorType::InternalError,
-                    "tools/list answer too large to filter",
-                )
-            })?;
-        }
-        let route = ctx.routing.route.clone();
-        if let (Some(cfg), Some(chunk)) = (
-            route.as_ref().and_then(|r| r.log_bodies.as_ref()),
-            body.as_deref(),
-        ) {
-            let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
-            capture::hold(buf, &mut ctx.log.response_cut, chunk, cfg);
-        }
+        on_response_chunk(ctx, body, end_of_stream)?;
         Ok(None)
     }
 
@@ -252,6 +217,65 @@ impl ProxyHttp for Gateway {
             e.map(|e| e.to_string()),
         );
     }
+}
+
+/// The request body rule (`body::on_chunk`), per-call rate limits and body capture, for each
+/// piece of a POST's body: from `request_body_filter`, or from `forward` (which reads the
+/// body itself).
+async fn check_body(
+    shared: &Shared,
+    session: &Session,
+    ctx: &mut Ctx,
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+) -> Result<()> {
+    let limit = ctx
+        .routing
+        .runtime
+        .as_ref()
+        .map(|rt| rt.config.limits.max_body_bytes)
+        .unwrap_or(0);
+    body::on_chunk(session, ctx, body, end_of_stream, limit).map_err(|e| refuse(ctx, e))?;
+    if end_of_stream {
+        limits::check_tools(shared, session, ctx)
+            .await
+            .map_err(|e| refuse(ctx, e))?;
+        if let (Some(cfg), Some(whole)) = (
+            ctx.routing
+                .route
+                .as_ref()
+                .and_then(|r| r.log_bodies.as_ref()),
+            body.as_deref(),
+        ) {
+            ctx.log.request_body = Some(capture::render(whole, 0, cfg));
+        }
+    }
+    Ok(())
+}
+
+/// Each piece of a worker's answer on its way to the client (both paths): the error code
+/// for the record, the `tools/list` filter, body capture.
+fn on_response_chunk(ctx: &mut Ctx, body: &mut Option<Bytes>, end_of_stream: bool) -> Result<()> {
+    if !ctx.log.scanned {
+        logrecord::scan_first_chunk(body.as_deref(), ctx);
+    }
+    if let Some(f) = ctx.list_filter.as_mut() {
+        f.on_chunk(body, end_of_stream).map_err(|_| {
+            Error::explain(
+                ErrorType::InternalError,
+                "tools/list answer too large to filter",
+            )
+        })?;
+    }
+    let route = ctx.routing.route.clone();
+    if let (Some(cfg), Some(chunk)) = (
+        route.as_ref().and_then(|r| r.log_bodies.as_ref()),
+        body.as_deref(),
+    ) {
+        let buf = ctx.log.response_buf.get_or_insert_with(Vec::new);
+        capture::hold(buf, &mut ctx.log.response_cut, chunk, cfg);
+    }
+    Ok(())
 }
 
 /// The end of every request: metrics, the log record, the audit trail, the in-flight counts.

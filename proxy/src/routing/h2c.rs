@@ -98,13 +98,7 @@ impl Drop for Slot {
     }
 }
 
-fn up(
-    etype: ErrorType,
-    what: &'static str,
-    cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> OpenError {
-    Error::because(etype, what, cause).into_up()
-}
+use super::upstream_error as up;
 
 impl H2cPool {
     pub fn new() -> H2cPool {
@@ -127,26 +121,7 @@ impl H2cPool {
         &self,
         t: &Target,
     ) -> Result<(SendRequest<Bytes>, Arc<AtomicUsize>), OpenError> {
-        let tcp =
-            match tokio::time::timeout(t.connect_timeout, tokio::net::TcpStream::connect(t.addr))
-                .await
-            {
-                Err(_) => {
-                    return Err(Error::explain(
-                        ErrorType::ConnectTimedout,
-                        "connecting to the worker",
-                    )
-                    .into_up())
-                }
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(up(ErrorType::ConnectRefused, "connecting to the worker", e))
-                }
-                Ok(Err(e)) => {
-                    return Err(up(ErrorType::ConnectError, "connecting to the worker", e))
-                }
-                Ok(Ok(tcp)) => tcp,
-            };
-        let _ = tcp.set_nodelay(true);
+        let tcp = super::connect_worker(t.addr, t.connect_timeout).await?;
         let handshake = h2::client::Builder::new().handshake::<_, Bytes>(tcp);
         let (send, connection) = match tokio::time::timeout(t.connect_timeout, handshake).await {
             Err(_) => {

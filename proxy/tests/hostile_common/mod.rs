@@ -17,6 +17,10 @@ pub struct Recorded {
     /// Header names lower-cased, in arrival order, repeated names kept.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Which connection it came on (numbered from 1 in accept order).
+    pub conn: usize,
+    /// How many reads of the socket it took to arrive whole.
+    pub reads: usize,
 }
 
 impl Recorded {
@@ -44,6 +48,9 @@ pub enum Behaviour {
     CloseMidStream,
     /// An SSE answer that sends events as fast as it can until the client goes away.
     SseFlood,
+    /// Like `Answer` (keep-alive), then closes the connection 100 ms later, as a worker
+    /// with a short idle timeout does.
+    AnswerThenClose,
 }
 
 #[derive(Default)]
@@ -52,6 +59,8 @@ pub struct Log {
     /// Bytes that could not be parsed as an HTTP/1.1 request (framing broken).
     pub unparsed: Vec<Vec<u8>>,
     pub connections: usize,
+    /// Connections (by number) the gateway closed.
+    pub closed: Vec<usize>,
 }
 
 pub struct Upstream {
@@ -72,10 +81,14 @@ impl Upstream {
         let l2 = log.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                if let Ok(mut g) = l2.lock() {
-                    g.connections += 1;
-                }
-                tokio::spawn(serve(stream, behaviour, l2.clone()));
+                let conn = match l2.lock() {
+                    Ok(mut g) => {
+                        g.connections += 1;
+                        g.connections
+                    }
+                    Err(_) => 0,
+                };
+                tokio::spawn(serve(stream, behaviour, l2.clone(), conn));
             }
         });
         Upstream { port, log }
@@ -93,6 +106,14 @@ impl Upstream {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether the gateway closed connection number `conn`.
+    pub fn closed(&self, conn: usize) -> bool {
+        self.log
+            .lock()
+            .map(|g| g.closed.contains(&conn))
+            .unwrap_or(false)
     }
 
     pub fn unparsed(&self) -> Vec<Vec<u8>> {
@@ -210,6 +231,8 @@ fn parse_request(buf: &[u8]) -> Parse {
             target: parts[1].to_string(),
             headers,
             body,
+            conn: 0,
+            reads: 0,
         },
         pos,
     )
@@ -228,21 +251,26 @@ fn answer_json(req: &Recorded) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn serve(mut s: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>>) {
+async fn serve(mut s: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>>, conn: usize) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut reads = 0;
     loop {
         match parse_request(&buf) {
             Parse::Need => match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => {
-                    if !buf.is_empty() {
-                        if let Ok(mut g) = log.lock() {
+                    if let Ok(mut g) = log.lock() {
+                        g.closed.push(conn);
+                        if !buf.is_empty() {
                             g.unparsed.push(buf);
                         }
                     }
                     return;
                 }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    reads += 1;
+                }
             },
             Parse::Bad => {
                 if let Ok(mut g) = log.lock() {
@@ -250,8 +278,11 @@ async fn serve(mut s: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>>) {
                 }
                 return;
             }
-            Parse::Done(req, used) => {
+            Parse::Done(mut req, used) => {
                 buf.drain(..used);
+                req.conn = conn;
+                // Pipelined bytes already read count as no read of their own.
+                req.reads = std::mem::take(&mut reads);
                 if let Ok(mut g) = log.lock() {
                     g.requests.push(req.clone());
                 }
@@ -273,6 +304,12 @@ async fn serve(mut s: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>>) {
 async fn misbehave(s: &mut TcpStream, behaviour: Behaviour, req: &Recorded) -> bool {
     match behaviour {
         Behaviour::Answer => s.write_all(&answer_json(req)).await.is_ok(),
+        Behaviour::AnswerThenClose => {
+            let _ = s.write_all(&answer_json(req)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.shutdown().await;
+            false
+        }
         Behaviour::Silent => {
             // Hold the connection open, say nothing, until the gateway gives up on it.
             let mut sink = [0u8; 1024];
