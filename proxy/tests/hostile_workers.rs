@@ -338,3 +338,39 @@ async fn a_client_expecting_100_continue_is_told_to_go_on() {
     assert!(seen[0].header_all("expect").is_empty(), "{:?}", seen[0]);
     assert_eq!(seen[0].body, CALL.as_bytes());
 }
+
+/// An event-stream answer that is whole before its header goes out (the worker's call was
+/// done at once) reaches the client with its length instead of chunked: one send instead of
+/// four (header, priming event, result, end). Same events, same bytes.
+#[tokio::test]
+async fn a_whole_event_stream_answer_is_sent_with_its_length() {
+    let (_up, gw) = start(Behaviour::SseAnswer).await;
+    let r = client()
+        .post(gw.url())
+        .header("content-type", "application/json")
+        .header("accept", common::ACCEPT)
+        .body(CALL)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(h.get("transfer-encoding").is_none(), "{h:?}");
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream"),
+        "{h:?}"
+    );
+    let len = h
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let text = r.text().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(len, Some(text.len()), "{h:?}");
+    assert!(
+        text.starts_with("data: \nid: 0/1\nretry: 3000\n\n"),
+        "{text}"
+    );
+    let answer = common::find_response(&text, 7).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(answer["result"]["recorded"], true, "{answer}");
+}

@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::{HttpTask, ServerSession};
 use pingora::proxy::Session;
@@ -40,6 +40,9 @@ const REQUEST_HOP: &[&str] = &[
     "content-length",
     "expect",
 ];
+
+/// At most this many pieces of an answer that arrived together are written as one.
+const MAX_PIECES_PER_WRITE: usize = 16;
 
 /// Response headers that belong to the worker's hop.
 const RESPONSE_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection"];
@@ -121,14 +124,15 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
     // header back.
     let mut early = None;
     if is_sse {
-        tokio::task::yield_now().await;
-        match incoming.frame().now_or_never() {
+        match frame_soon(&mut incoming).await {
             Some(frame) => early = Some(frame),
-            None => write(session, header.take(), None, false).await?,
+            None => write(session, header.take(), Vec::new(), false).await?,
         }
     }
     loop {
-        let frame = match early.take() {
+        // Wait for the next piece, then take what else is already here: pieces that arrived
+        // together leave together, in one chunk (as Pingora's proxy loop batches them).
+        let mut frame = match early.take() {
             Some(frame) => frame,
             None if incoming.is_end_stream() => None,
             None => {
@@ -143,31 +147,39 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
                 watching_client(session, next).await??
             }
         };
-        let (mut chunk, mut end) = match frame {
-            None => (None, true),
-            Some(Err(e)) => {
-                return Err(
-                    Error::because(ErrorType::ReadError, "reading the worker's answer", e)
-                        .into_up(),
-                )
+        let mut pieces = Vec::new();
+        let end = loop {
+            let (mut chunk, end) = match frame {
+                None => (None, true),
+                Some(Err(e)) => {
+                    return Err(Error::because(
+                        ErrorType::ReadError,
+                        "reading the worker's answer",
+                        e,
+                    )
+                    .into_up())
+                }
+                // Trailers are not passed on (nor are they on Pingora's HTTP/1.1 path).
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => (Some(data), incoming.is_end_stream()),
+                    Err(_) => (None, false),
+                },
+            };
+            super::on_response_chunk(ctx, &mut chunk, end)?;
+            pieces.extend(chunk);
+            if end || pieces.len() >= MAX_PIECES_PER_WRITE {
+                break end;
             }
-            // Trailers are not passed on (nor are they on Pingora's HTTP/1.1 path).
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => (Some(data), incoming.is_end_stream()),
-                Err(_) => continue,
-            },
+            match frame_soon(&mut incoming).await {
+                Some(next) => frame = next,
+                None => break false,
+            }
         };
-        if !end {
-            // The end of the answer often comes right behind its last piece: then both go
-            // out in one write (the client gets the whole answer at once).
-            match incoming.frame().now_or_never() {
-                Some(None) => end = true,
-                Some(next) => early = Some(next),
-                None => {}
-            }
+        let mut head = header.take();
+        if let (Some(h), true) = (head.as_mut(), end) {
+            whole_answer_framing(h, &pieces)?;
         }
-        super::on_response_chunk(ctx, &mut chunk, end)?;
-        write(session, header.take(), chunk, end).await?;
+        write(session, head, pieces, end).await?;
         if end {
             break;
         }
@@ -233,6 +245,25 @@ fn upstream_request(session: &Session, ctx: &Ctx, body: Bytes) -> Result<http::R
     Ok(request)
 }
 
+/// The worker's next frame if it is here already. hyper's connection task decodes body data
+/// only once the body is polled, so a first poll that finds nothing asks for it, and after
+/// one turn of the scheduler (the connection task runs) a second poll finds what the worker
+/// had already sent. Writing the pieces together saves a send per piece.
+async fn frame_soon(incoming: &mut Incoming) -> Option<Option<FrameResult>> {
+    if let Some(frame) = incoming.frame().now_or_never() {
+        return Some(frame);
+    }
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+        if let Some(frame) = incoming.frame().now_or_never() {
+            return Some(frame);
+        }
+    }
+    None
+}
+
+type FrameResult = std::result::Result<hyper::body::Frame<Bytes>, hyper::Error>;
+
 /// Wait for `work` while watching the client's connection, as Pingora's proxy loop does: a
 /// client that closes it (gives up on its call) ends the request at once, which frees its
 /// concurrency slot and, by dropping the worker's connection, tells the worker. The error
@@ -257,19 +288,39 @@ fn worker_silent() -> Box<Error> {
     Error::explain(ErrorType::ReadTimedout, "waiting for the worker's answer").into_up()
 }
 
-/// Write the header (the first time) and a piece of the body in one go.
+/// The whole answer is here before its header went out (a call answered as a short event
+/// stream, usually): send it with its length instead of chunked. Pingora flushes the header
+/// of a response without a length on its own and ends a chunked body with a write of its
+/// own; with the length, header and body leave in one send.
+fn whole_answer_framing(h: &mut ResponseHeader, pieces: &[Bytes]) -> Result<()> {
+    let bodiless = h.status.is_informational()
+        || h.status == http::StatusCode::NO_CONTENT
+        || h.status == http::StatusCode::NOT_MODIFIED;
+    if bodiless || h.headers.contains_key(http::header::CONTENT_LENGTH) {
+        return Ok(());
+    }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    h.remove_header(&http::header::TRANSFER_ENCODING);
+    h.insert_header(http::header::CONTENT_LENGTH, len.to_string())
+}
+
+/// Write the header (the first time) and pieces of the body in one go.
 async fn write(
     session: &mut Session,
     header: Option<ResponseHeader>,
-    chunk: Option<Bytes>,
+    pieces: Vec<Bytes>,
     end: bool,
 ) -> Result<()> {
-    let mut tasks = Vec::with_capacity(2);
+    let mut tasks = Vec::with_capacity(pieces.len() + 2);
     if let Some(h) = header {
         tasks.push(HttpTask::Header(Box::new(h), false));
     }
-    if chunk.is_some() || end {
-        tasks.push(HttpTask::Body(chunk, end));
+    let last = pieces.len();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        tasks.push(HttpTask::Body(Some(piece), end && i + 1 == last));
+    }
+    if end && last == 0 {
+        tasks.push(HttpTask::Body(None, true));
     }
     if tasks.is_empty() {
         return Ok(());

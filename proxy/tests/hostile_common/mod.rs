@@ -48,6 +48,9 @@ pub enum Behaviour {
     CloseMidStream,
     /// An SSE answer that sends events as fast as it can until the client goes away.
     SseFlood,
+    /// The answer as an event stream (priming event, then the result), chunked, written in
+    /// one piece, as a worker does whose call is done at once.
+    SseAnswer,
     /// Like `Answer` (keep-alive), then closes the connection 100 ms later, as a worker
     /// with a short idle timeout does.
     AnswerThenClose,
@@ -304,6 +307,27 @@ async fn serve(mut s: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>>, con
 async fn misbehave(s: &mut TcpStream, behaviour: Behaviour, req: &Recorded) -> bool {
     match behaviour {
         Behaviour::Answer => s.write_all(&answer_json(req)).await.is_ok(),
+        Behaviour::SseAnswer => {
+            let json = answer_json(req);
+            let body = json
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| &json[i + 4..])
+                .unwrap_or_default();
+            let events = [
+                "data: \nid: 0/1\nretry: 3000\n\n".to_string(),
+                format!(
+                    "event: message\ndata: {}\n\n",
+                    String::from_utf8_lossy(body)
+                ),
+            ];
+            let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for e in &events {
+                out.extend_from_slice(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes());
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            s.write_all(&out).await.is_ok()
+        }
         Behaviour::AnswerThenClose => {
             let _ = s.write_all(&answer_json(req)).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
