@@ -40,15 +40,20 @@ fn client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn call(gw: &common::Gateway) -> (u16, serde_json::Value) {
-    let r = client()
+/// POST `CALL` to the hostile route.
+async fn send_call(gw: &common::Gateway) -> reqwest::Response {
+    client()
         .post(gw.url())
         .header("content-type", "application/json")
         .header("accept", common::ACCEPT)
         .body(CALL)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("the gateway did not answer: {e}"));
+        .unwrap_or_else(|e| panic!("the gateway did not answer: {e}"))
+}
+
+async fn call(gw: &common::Gateway) -> (u16, serde_json::Value) {
+    let r = send_call(gw).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
 }
@@ -113,14 +118,7 @@ async fn a_gigantic_answer_is_streamed_through_with_bounded_memory() {
     const MIB: usize = 256;
     let (_up, gw) = start(Behaviour::Huge(MIB)).await;
     let before = vm_rss_kib(gw.pid());
-    let r = client()
-        .post(gw.url())
-        .header("content-type", "application/json")
-        .header("accept", common::ACCEPT)
-        .body(CALL)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = send_call(&gw).await;
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let (mut total, mut peak) = (0usize, before);
@@ -345,14 +343,7 @@ async fn a_client_expecting_100_continue_is_told_to_go_on() {
 #[tokio::test]
 async fn a_whole_event_stream_answer_is_sent_with_its_length() {
     let (_up, gw) = start(Behaviour::SseAnswer).await;
-    let r = client()
-        .post(gw.url())
-        .header("content-type", "application/json")
-        .header("accept", common::ACCEPT)
-        .body(CALL)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = send_call(&gw).await;
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     assert!(h.get("transfer-encoding").is_none(), "{h:?}");
