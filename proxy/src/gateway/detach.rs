@@ -39,16 +39,6 @@ use crate::runtime::Shared;
 /// Largest non-stream answer (a worker refusing the GET) read whole before it is passed on.
 const MAX_PLAIN_ANSWER: usize = 1 << 20;
 
-/// Headers that belong to one hop of HTTP/1.1 and must not travel in an HTTP/2 request.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-];
-
 /// Whether this admitted request is a GET stream the gateway carries itself.
 pub fn wants(session: &Session, ctx: &Ctx) -> bool {
     let req = session.req_header();
@@ -208,7 +198,7 @@ fn upstream_request(
     *request.version_mut() = http::Version::HTTP_2;
     let headers = request.headers_mut();
     for (name, value) in rewritten.headers.iter() {
-        if name == http::header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+        if name == http::header::HOST || steps::HOP_BY_HOP.contains(&name.as_str()) {
             continue;
         }
         headers.append(name.clone(), value.clone());

@@ -27,19 +27,12 @@ use pingora::{Error, ErrorType, Result};
 use super::ctx::Ctx;
 use super::{limits, logrecord, steps};
 use crate::routing::h1::{Body, Target};
+use crate::routing::within_read_timeout;
 use crate::runtime::Shared;
 
-/// Request headers that belong to the client's hop (or that hyper sets itself).
-const REQUEST_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "content-length",
-    "expect",
-];
+/// Request headers of the client's hop that are not hop-by-hop in general: the body's
+/// length (set anew for the checked body) and the expectation the gateway answered itself.
+const REQUEST_OWN: &[&str] = &["content-length", "expect"];
 
 /// At most this many pieces of an answer that arrived together are written as one.
 const MAX_PIECES_PER_WRITE: usize = 16;
@@ -77,15 +70,10 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
         };
         let request = upstream_request(session, ctx, body.clone())?;
         ctx.log.upstream_start = Some(Instant::now());
-        let exchange = async {
-            match target.read_timeout {
-                Some(limit) => tokio::time::timeout(limit, shared.h1.send(&target, request))
-                    .await
-                    .unwrap_or_else(|_| Err(worker_silent())),
-                None => shared.h1.send(&target, request).await,
-            }
-        };
-        let sent = watching_client(session, exchange).await?;
+        let exchange = within_read_timeout(target.read_timeout, shared.h1.send(&target, request));
+        let sent = watching_client(session, exchange)
+            .await?
+            .and_then(|sent| sent);
         match sent {
             Ok((response, lease)) => break (response, lease, target.read_timeout),
             // Nothing was sent: `connect_failed` ejects the worker and says whether another
@@ -136,14 +124,7 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             Some(frame) => frame,
             None if incoming.is_end_stream() => None,
             None => {
-                let next = async {
-                    match read_timeout {
-                        Some(limit) => tokio::time::timeout(limit, incoming.frame())
-                            .await
-                            .map_err(|_| worker_silent()),
-                        None => Ok(incoming.frame().await),
-                    }
-                };
+                let next = within_read_timeout(read_timeout, incoming.frame());
                 watching_client(session, next).await??
             }
         };
@@ -236,7 +217,7 @@ fn upstream_request(session: &Session, ctx: &Ctx, body: Bytes) -> Result<http::R
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
     for (name, value) in rewritten.headers.iter() {
-        if REQUEST_HOP.contains(&name.as_str()) {
+        if steps::HOP_BY_HOP.contains(&name.as_str()) || REQUEST_OWN.contains(&name.as_str()) {
             continue;
         }
         headers.append(name.clone(), value.clone());
@@ -253,13 +234,8 @@ async fn frame_soon(incoming: &mut Incoming) -> Option<Option<FrameResult>> {
     if let Some(frame) = incoming.frame().now_or_never() {
         return Some(frame);
     }
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-        if let Some(frame) = incoming.frame().now_or_never() {
-            return Some(frame);
-        }
-    }
-    None
+    tokio::task::yield_now().await;
+    incoming.frame().now_or_never()
 }
 
 type FrameResult = std::result::Result<hyper::body::Frame<Bytes>, hyper::Error>;
@@ -282,10 +258,6 @@ async fn watching_client<T>(
             Ok(_) => Ok(work.await),
         },
     }
-}
-
-fn worker_silent() -> Box<Error> {
-    Error::explain(ErrorType::ReadTimedout, "waiting for the worker's answer").into_up()
 }
 
 /// The whole answer is here before its header went out (a call answered as a short event

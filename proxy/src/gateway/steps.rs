@@ -221,6 +221,17 @@ fn client_key(ctx: &Ctx) -> u64 {
     h.finish()
 }
 
+/// Request headers that belong to one hop of HTTP/1.1 and are not passed on to a worker by
+/// the paths the gateway carries itself (`forward`, `detach`; HTTP/2 forbids them too).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
 /// Streams one h2c connection to a worker carries before the gateway opens another (the
 /// worker's own `SETTINGS_MAX_CONCURRENT_STREAMS` lowers it; hyper's default is 200).
 pub const H2C_STREAMS_PER_CONNECTION: usize = 100;

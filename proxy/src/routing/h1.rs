@@ -21,6 +21,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use pingora::{Error, ErrorType};
 
+use super::upstream_error as up;
+
 /// A request body: the whole, checked JSON-RPC message.
 pub type Body = Full<Bytes>;
 
@@ -70,8 +72,6 @@ pub struct Lease {
     addr: SocketAddr,
     idle_timeout: Duration,
 }
-
-use super::upstream_error as up;
 
 impl H1Pool {
     pub fn new() -> H1Pool {

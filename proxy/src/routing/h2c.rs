@@ -18,6 +18,8 @@ use h2::client::SendRequest;
 use h2::RecvStream;
 use pingora::{Error, ErrorType};
 
+use super::upstream_error as up;
+
 /// How one stream's set-up went wrong, as the Pingora error the proxy path would have
 /// raised (so routing, passive health and the client's answer treat both paths alike).
 pub type OpenError = Box<Error>;
@@ -97,8 +99,6 @@ impl Drop for Slot {
         }
     }
 }
-
-use super::upstream_error as up;
 
 impl H2cPool {
     pub fn new() -> H2cPool {
@@ -201,12 +201,7 @@ impl H2cPool {
                 .await
                 .map_err(|e| up(ErrorType::H2Error, "reading the worker's h2c answer", e))
         };
-        let response = match t.read_timeout {
-            Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
-                Error::explain(ErrorType::ReadTimedout, "waiting for the worker's answer").into_up()
-            })??,
-            None => exchange.await?,
-        };
+        let response = super::within_read_timeout(t.read_timeout, exchange).await??;
         let (head, body) = response.into_parts();
         Ok(Opened { head, body, slot })
     }

@@ -18,6 +18,24 @@ pub(crate) fn upstream_error(
     pingora::Error::because(etype, what, cause).into_up()
 }
 
+/// `work` bounded by a pool's `read_timeout` (none: unbounded); past it, the error Pingora
+/// raises for a silent worker.
+pub(crate) async fn within_read_timeout<T>(
+    limit: Option<std::time::Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Box<pingora::Error>> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::ReadTimedout,
+                "waiting for the worker's answer",
+            )
+            .into_up()
+        }),
+        None => Ok(work.await),
+    }
+}
+
 /// A TCP connection to a worker, without Nagle's delay, within `timeout`; failures as
 /// Pingora's connect errors (a refused connection, a timeout, any other error).
 pub(crate) async fn connect_worker(
