@@ -411,6 +411,20 @@ fn h2c_config(port: u16, admin: u16, h2c: bool, extra: &str) -> String {
 }
 
 /// Read SSE chunks until `text` was seen `times` times (or 10 s passed); returns the count.
+/// Call `notify` once with `text` (JSON-RPC id `id`); its notification must reach `stream`.
+async fn notify_reaches(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    sid: &str,
+    id: i64,
+    text: &str,
+    stream: &mut reqwest::Response,
+) {
+    let (status, _) = raw_call(http, &gw.url(), sid, id, "notify", json!({ "text": text })).await;
+    assert_eq!(status, 200);
+    assert_eq!(read_until(stream, text, 1).await, 1);
+}
+
 async fn read_until(stream: &mut reqwest::Response, text: &str, times: usize) -> usize {
     let mut seen = String::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -461,17 +475,7 @@ async fn a_detached_get_stream_carries_the_workers_notifications() {
     assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("sent 3"));
     assert_eq!(read_until(&mut stream, "detached-hello", 3).await, 3);
     // More calls, more notifications: the stream is still live.
-    let (status, _) = raw_call(
-        &http,
-        &gw.url(),
-        &sid,
-        3,
-        "notify",
-        json!({"text": "detached-again"}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(read_until(&mut stream, "detached-again", 1).await, 1);
+    notify_reaches(&http, &gw, &sid, 3, "detached-again", &mut stream).await;
     let before = gw.metrics().await;
     let r = delete_session(&http, &gw.url(), &sid).await;
     assert_eq!(r.status(), 204);
@@ -673,17 +677,7 @@ async fn a_detached_stream_survives_a_reload() {
     })
     .await;
     assert!(reloaded.is_ok(), "no reload:\n{}", gw.log_text());
-    let (status, _) = raw_call(
-        &http,
-        &gw.url(),
-        &sid,
-        2,
-        "notify",
-        json!({"text": "after-reload"}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(read_until(&mut stream, "after-reload", 1).await, 1);
+    notify_reaches(&http, &gw, &sid, 2, "after-reload", &mut stream).await;
 }
 
 /// A GET the worker refuses (no session id) gets the worker's own answer, the same through
