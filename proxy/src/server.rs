@@ -146,6 +146,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
                 r,
                 config.rate_limits.redis_timeout,
                 metrics.ratelimit_redis_errors.clone(),
+                metrics.ratelimit_redis_calls.clone(),
                 metrics.ratelimit_redis_down.clone(),
             )
             .map_err(StartError::Control)?,

@@ -399,17 +399,6 @@ async fn expect_rows(url: &str, tag: &str, expected: i64, limit: Duration, gw: O
     );
 }
 
-/// The value of a metric line `name{labels}` (or `name` alone) in Prometheus text.
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == name_and_labels).then(|| v.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
-}
-
 async fn wait_metric(gw: &Gateway, name: &str, at_least: f64, limit: Duration) -> f64 {
     let deadline = Instant::now() + limit;
     loop {

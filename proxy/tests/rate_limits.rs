@@ -275,6 +275,61 @@ async fn two_replicas_share_one_redis_limit_and_local_ones_do_not() {
     }
 }
 
+/// A policy that takes allowance from Redis in blocks: a replica answers most checks from
+/// memory, yet the replicas together never admit more than the limit.
+#[tokio::test]
+async fn prefetched_allowance_saves_round_trips_and_never_exceeds_the_shared_limit() {
+    let prefix = format!("rl-{}", uuid::Uuid::new_v4().simple());
+    let cfg = |port, admin| {
+        config_with(
+            port,
+            admin,
+            &format!(
+                "redis: {{ url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\" }}\nrate_limits:\n  defaults: false\n  redis_timeout: 500ms\n  policies:\n    shared: {{ key: [ip], rate: 40/d, prefetch: 8 }}\n"
+            ),
+        )
+    };
+    let (p1, a1, p2, a2) = (free_port(), free_port(), free_port(), free_port());
+    let g1 = Gateway::start_with(&cfg(p1, a1), p1, a1).await;
+    let g2 = Gateway::start_with(&cfg(p2, a2), p2, a2).await;
+    g1.wait_redis_up().await;
+    g2.wait_redis_up().await;
+    let http = reqwest::Client::new();
+    let calls = "mcp_gateway_ratelimit_redis_calls_total";
+
+    // One replica alone: blocks of 1, 2, 4, 8, 8, 8 cover 30 requests in 6 round trips.
+    let first = inits(&http, &g1.url(), 30).await;
+    assert_eq!(count(&first, 200), 30);
+    let g1_calls = metric(&g1.metrics().await, calls);
+    assert!(
+        (6.0..=10.0).contains(&g1_calls),
+        "30 requests took {g1_calls} Redis checks"
+    );
+    let last = first
+        .last()
+        .map(|a| header(a, "ratelimit"))
+        .unwrap_or_default();
+    assert!(last.starts_with("\"shared\";r="), "{last}");
+
+    // Both replicas: whatever each holds, no more than 40 in all.
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 { g1.url() } else { g2.url() };
+        answers.push(post(&http, &url, &init_body("2025-06-18"), None).await);
+    }
+    let admitted = 30 + count(&answers, 200);
+    assert!(admitted <= 40, "{admitted} admitted over a limit of 40");
+    // Allowance a replica holds unused is lost to the caller: at most one block each.
+    assert!(admitted >= 40 - 2 * 8, "only {admitted} of 40 admitted");
+    let refused = answers
+        .iter()
+        .find(|a| a.status == 429)
+        .expect("the limit was reached");
+    assert!(!header(refused, "retry-after").is_empty());
+    let total = metric(&g1.metrics().await, calls) + metric(&g2.metrics().await, calls);
+    assert!(total < 70.0, "{total} Redis checks for 70 requests");
+}
+
 fn start_redis(port: u16) -> Child {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

@@ -991,7 +991,7 @@ fn migrate_command_applies_then_reports() {
 /// again (a replay after a lost acknowledgement) it adds nothing.
 async fn request_log_batch_case(url: &str) {
     use mcp_proxy::logship::db::{self, LogDb, LogQuery};
-    use mcp_proxy::logship::{Entry, RequestRecord};
+    use mcp_proxy::logship::{Entry, Parts, RequestRecord};
     let user = format!("batch-{}", uuid::Uuid::new_v4().simple());
     let records: Vec<RequestRecord> = (0..150i64)
         .map(|i| RequestRecord {
@@ -1027,8 +1027,12 @@ async fn request_log_batch_case(url: &str) {
         .map(|r| Entry::Request(Box::new(r.clone())))
         .collect();
     let mut log = LogDb::new(url, true);
-    log.write(&entries).await.expect("write the batch");
-    log.write(&entries).await.expect("write it again");
+    log.write(&Parts::of(&entries))
+        .await
+        .expect("write the batch");
+    log.write(&Parts::of(&entries))
+        .await
+        .expect("write it again");
     let pool = log.pool().await.expect("pool");
     let q = LogQuery {
         user: Some(user.clone()),

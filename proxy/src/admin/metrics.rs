@@ -20,6 +20,7 @@ pub struct Metrics {
     /// Rate-limit decisions by policy and outcome.
     pub ratelimit_decisions: IntCounterVec,
     pub ratelimit_redis_errors: IntCounter,
+    pub ratelimit_redis_calls: IntCounter,
     /// 1 while rate-limit checks cannot reach Redis (each policy's `on_redis_error` applies).
     pub ratelimit_redis_down: IntGauge,
     pub log_dropped: IntCounterVec,
@@ -221,6 +222,11 @@ impl Metrics {
             "mcp_gateway_ratelimit_redis_errors_total",
             "Rate-limit checks that failed or timed out in Redis",
         )?;
+        let ratelimit_redis_calls = IntCounter::new(
+            "mcp_gateway_ratelimit_redis_calls_total",
+            "Rate checks sent to Redis (one per request, or one per block of allowance with \
+             prefetch)",
+        )?;
         let ratelimit_redis_down = IntGauge::new(
             "mcp_gateway_ratelimit_redis_down",
             "1 while rate-limit checks cannot use Redis (the fallback policy is in force)",
@@ -243,6 +249,7 @@ impl Metrics {
         registry.register(Box::new(discovery_members.clone()))?;
         registry.register(Box::new(ratelimit_decisions.clone()))?;
         registry.register(Box::new(ratelimit_redis_errors.clone()))?;
+        registry.register(Box::new(ratelimit_redis_calls.clone()))?;
         registry.register(Box::new(ratelimit_redis_down.clone()))?;
         let c = |name: &str, help: &str| IntCounter::new(name, help);
         let cv = |name: &str, help: &str, labels: &[&str]| {
@@ -343,6 +350,7 @@ impl Metrics {
             worker_inflight,
             ratelimit_decisions,
             ratelimit_redis_errors,
+            ratelimit_redis_calls,
             ratelimit_redis_down,
             log_dropped,
             log_shipped,

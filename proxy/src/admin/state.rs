@@ -139,6 +139,7 @@ pub async fn rate_limits(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
                 "limit": kind,
                 "backend": format!("{:?}", p.backend).to_lowercase(),
                 "on_redis_error": format!("{:?}", p.on_redis_error).to_lowercase(),
+                "prefetch": p.prefetch,
                 "routes": p.routes,
                 "paths": p.paths,
                 "tools": p.tools,

@@ -702,6 +702,10 @@ pub struct RatePolicyFile {
     /// Redis concurrency slots expire after this long if their replica dies.
     #[serde(default)]
     pub lease: Option<HumanDuration>,
+    /// Redis rates: the most requests' allowance a replica takes from Redis at once
+    /// (default: automatic, 1 for small limits; 1 means one round trip per request).
+    #[serde(default)]
+    pub prefetch: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

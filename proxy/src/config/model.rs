@@ -377,6 +377,8 @@ pub struct RatePolicyConfig {
     pub kind: RateKind,
     pub backend: RateBackend,
     pub on_redis_error: OnRedisError,
+    /// Redis rates: most requests' allowance taken at once (1: a round trip per request).
+    pub prefetch: u64,
     pub routes: Vec<String>,
     pub except_routes: Vec<String>,
     pub paths: Vec<String>,

@@ -730,12 +730,45 @@ impl Validator<'_> {
                 );
             }
         }
+        let kind = kind?;
+        let prefetch = match (&p.prefetch, kind, backend) {
+            (
+                None,
+                RateKind::Rate {
+                    limit,
+                    period,
+                    burst,
+                },
+                RateBackend::Redis,
+            ) => crate::ratelimit::prefetch::auto_size(limit, period, burst),
+            (None, _, _) => 1,
+            (Some(f), RateKind::Concurrency { .. }, _) => {
+                self.err(
+                    &f.referenced,
+                    format!("{at}.prefetch"),
+                    "prefetch goes with rate, not with concurrency",
+                );
+                1
+            }
+            (Some(f), _, RateBackend::Local) => {
+                self.err(
+                    &f.referenced,
+                    format!("{at}.prefetch"),
+                    "prefetch applies to the redis backend only",
+                );
+                1
+            }
+            (Some(_), RateKind::Rate { .. }, RateBackend::Redis) => {
+                self.ranged(&p.prefetch, &format!("{at}.prefetch"), 1, 10_000, 1)
+            }
+        };
         Some(RatePolicyConfig {
             name: name.to_string(),
             key,
-            kind: kind?,
+            kind,
             backend,
             on_redis_error,
+            prefetch,
             routes: p.routes.clone(),
             except_routes: p.except_routes.clone(),
             paths: p.paths.clone(),
@@ -1145,6 +1178,7 @@ fn default_rate_policies(shared: RateBackend) -> Vec<RatePolicyConfig> {
         kind,
         backend: shared,
         on_redis_error: OnRedisError::Local,
+        prefetch: 1,
         routes: Vec::new(),
         except_routes: Vec::new(),
         paths: Vec::new(),
@@ -1244,6 +1278,38 @@ mod rate_limit_tests {
             "redis backend needs the redis section",
             "no route with path \"/nope\"",
             "rate_limits.policies.f.speed",
+        ] {
+            assert!(errs.contains(expected), "missing {expected:?} in:\n{errs}");
+        }
+    }
+
+    #[test]
+    fn prefetch_is_automatic_for_redis_rates_and_checked_when_given() {
+        let redis = "redis: { url: \"redis://127.0.0.1:6379\" }\n";
+        let text = format!(
+            "{BASE}{redis}rate_limits:\n  defaults: false\n  policies:\n    fast: {{ key: [ip], rate: 1000/s }}\n    slow: {{ key: [ip], rate: 600/min }}\n    set: {{ key: [ip], rate: 1000/s, prefetch: 1 }}\n    here: {{ key: [ip], rate: 1000/s, backend: local }}\n"
+        );
+        let cfg = parse_and_validate(&text, "t.yaml").unwrap();
+        let prefetch: Vec<(&str, u64)> = cfg
+            .rate_limits
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.prefetch))
+            .collect();
+        assert_eq!(
+            prefetch,
+            [("fast", 50), ("here", 1), ("set", 1), ("slow", 1)]
+        );
+        let bad = format!(
+            "{BASE}{redis}rate_limits:\n  policies:\n    a: {{ key: [ip], concurrency: 5, prefetch: 4 }}\n    b: {{ key: [ip], rate: 1/s, backend: local, prefetch: 4 }}\n    c: {{ key: [ip], rate: 1/s, prefetch: 0 }}\n"
+        );
+        let errs = parse_and_validate(&bad, "t.yaml").unwrap_err().to_string();
+        for expected in [
+            "t.yaml:11:",
+            "prefetch goes with rate, not with concurrency",
+            "prefetch applies to the redis backend only",
+            "rate_limits.policies.c.prefetch",
+            "must be 1–10000",
         ] {
             assert!(errs.contains(expected), "missing {expected:?} in:\n{errs}");
         }

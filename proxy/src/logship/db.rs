@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use super::record::{AuditRecord, Entry, RequestRecord};
+use super::record::{Parts, RequestRecord};
 use crate::store::Backend;
 
 /// A statement waits at most this long for a connection: a down database must fail a batch
@@ -86,7 +86,7 @@ impl LogDb {
     }
 
     /// Write a batch in one transaction. Entries already stored are skipped.
-    pub async fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+    pub async fn write(&mut self, entries: &Parts<'_>) -> Result<(), String> {
         // A database that does not answer (a dropped route, not a refused connect) must not
         // hold the batcher: past the limit the batch counts as failed and is kept (spool or
         // stream). If it did commit, the replay is absorbed by the unique ids.
@@ -127,25 +127,11 @@ pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
 
 pub async fn write_batch(
     pool: &AnyPool,
-    entries: &[Entry],
+    entries: &Parts<'_>,
     backend: Backend,
 ) -> Result<(), sqlx::Error> {
-    let requests: Vec<&RequestRecord> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Request(r) => Some(r.as_ref()),
-            Entry::Audit(_) => None,
-        })
-        .collect();
-    let audits: Vec<&AuditRecord> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Audit(a) => Some(a.as_ref()),
-            Entry::Request(_) => None,
-        })
-        .collect();
     let mut tx = pool.begin().await?;
-    for chunk in requests.chunks(ROWS_PER_INSERT) {
+    for chunk in entries.requests.chunks(ROWS_PER_INSERT) {
         // Written here rather than with sqlx's QueryBuilder, which writes `?` for the Any
         // driver whatever the database (PostgreSQL does not read it).
         let mut sql = format!("INSERT INTO request_logs ({COLUMNS}) VALUES ");
@@ -203,7 +189,7 @@ pub async fn write_batch(
         }
         q.execute(&mut *tx).await?;
     }
-    for a in audits {
+    for a in &entries.audits {
         sqlx::query(
             "INSERT INTO audit_events (id, at, kind, user_id, subject, ip, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::metrics::Metrics;
 use crate::config::{DatabaseConfig, LoggingConfig, RedisConfig};
-pub use record::{AuditRecord, Entry, RequestRecord};
+pub use record::{AuditRecord, Batch, Entry, Parts, RequestRecord};
 
 /// Audit events have a queue of their own, so a flood of requests cannot crowd them out.
 const AUDIT_QUEUE: usize = 16_384;
@@ -163,13 +163,11 @@ impl Sink {
         }
     }
 
-    async fn ship(&mut self, batch: &[Entry], payload: &[u8]) -> Result<(), String> {
+    async fn ship(&mut self, batch: &Parts<'_>, payload: &[u8]) -> Result<(), String> {
         match self {
             Sink::Trace => {
-                for e in batch {
-                    if let Ok(line) = serde_json::to_string(e) {
-                        tracing::info!(target: "mcp_gateway::request_log", "{line}");
-                    }
+                for line in batch.lines().flatten() {
+                    tracing::info!(target: "mcp_gateway::request_log", "{line}");
                 }
                 Ok(())
             }
@@ -227,7 +225,8 @@ impl Batcher {
             return;
         }
         let n = batch.len() as u64;
-        let payload = match serde_json::to_vec(&*batch) {
+        let parts = Parts::of(batch);
+        let payload = match parts.encode() {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a log batch; dropped");
@@ -240,7 +239,7 @@ impl Batcher {
             }
         };
         if !self.spool_backlog().await {
-            match self.sink.ship(batch, &payload).await {
+            match self.sink.ship(&parts, &payload).await {
                 Ok(()) => {
                     self.metrics
                         .log_shipped
@@ -298,7 +297,7 @@ impl Batcher {
                 }
             };
             let (payload, len) = next;
-            let batch: Vec<Entry> = match serde_json::from_slice(&payload) {
+            let batch = match Batch::decode(&payload) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable batch in the log spool; skipped");
@@ -306,7 +305,7 @@ impl Batcher {
                     continue;
                 }
             };
-            if let Err(e) = self.sink.ship(&batch, &payload).await {
+            if let Err(e) = self.sink.ship(&batch.parts(), &payload).await {
                 self.sink_error(&e);
                 break;
             }
@@ -562,24 +561,29 @@ async fn run_shipper(
         if entries.is_empty() {
             continue;
         }
-        let mut batch = Vec::new();
+        let mut batches = Vec::with_capacity(entries.len());
         let mut ids = Vec::with_capacity(entries.len());
         for (id, payload) in entries {
-            match payload.map(|p| serde_json::from_slice::<Vec<Entry>>(&p)) {
-                Some(Ok(mut b)) => batch.append(&mut b),
+            match payload.map(|p| Batch::decode(&p)) {
+                Some(Ok(b)) => batches.push(b),
                 _ => {
                     tracing::error!(id = %id, "unreadable log batch in the stream; acknowledged and skipped")
                 }
             }
             ids.push(id);
         }
-        if let Err(e) = db.write(&batch).await {
+        let mut parts = Parts::default();
+        for b in &batches {
+            parts.requests.extend(b.r.iter());
+            parts.audits.extend(b.a.iter());
+        }
+        if let Err(e) = db.write(&parts).await {
             metrics.database_errors.with_label_values(&["write"]).inc();
             tracing::warn!(error = %e, "log shipper: database write failed; will retry");
             tokio::time::sleep(pause).await;
             continue;
         }
-        metrics.log_stored.inc_by(batch.len() as u64);
+        metrics.log_stored.inc_by(parts.len() as u64);
         if let Err(e) = stream::ack(&mut conn, &key, GROUP, &ids).await {
             // Not acknowledged: shipped again later, and skipped by the database as duplicates.
             redis_failed(&metrics, "xack", &e, &mut have_group);

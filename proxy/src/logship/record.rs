@@ -67,6 +67,110 @@ pub enum Entry {
     Audit(Box<AuditRecord>),
 }
 
+/// A batch's records split by kind, borrowed (from the batcher's entries or a decoded
+/// `Batch`); what the sinks and the database take.
+#[derive(Default, Debug)]
+pub struct Parts<'a> {
+    pub requests: Vec<&'a RequestRecord>,
+    pub audits: Vec<&'a AuditRecord>,
+}
+
+impl<'a> Parts<'a> {
+    pub fn of(entries: &'a [Entry]) -> Parts<'a> {
+        let mut p = Parts::default();
+        for e in entries {
+            match e {
+                Entry::Request(r) => p.requests.push(r),
+                Entry::Audit(a) => p.audits.push(a),
+            }
+        }
+        p
+    }
+
+    pub fn len(&self) -> usize {
+        self.requests.len() + self.audits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch's encoding in the stream and the spool (format 2, `Batch`).
+    pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Out<'b> {
+            r: &'b [&'b RequestRecord],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            a: &'b [&'b AuditRecord],
+        }
+        serde_json::to_vec(&Out {
+            r: &self.requests,
+            a: &self.audits,
+        })
+    }
+
+    /// Each record as its own tagged JSON object (the `trace` sink's lines, the same text
+    /// an `Entry` serialises to).
+    pub fn lines(&self) -> impl Iterator<Item = serde_json::Result<String>> + '_ {
+        #[derive(Serialize)]
+        #[serde(tag = "t", rename_all = "snake_case")]
+        enum Tagged<'b> {
+            Request(&'b RequestRecord),
+            Audit(&'b AuditRecord),
+        }
+        let requests = self.requests.iter().map(|&r| Tagged::Request(r));
+        let audits = self.audits.iter().map(|&a| Tagged::Audit(a));
+        requests.chain(audits).map(|t| serde_json::to_string(&t))
+    }
+}
+
+/// A batch as it travels through the Redis stream and the spool. Format 2 (written now) is
+/// an object with each kind in its own list, `{"r":[…],"a":[…]}`, so every record decodes
+/// in one pass. Format 1, an array of entries tagged inside (`[{"t":"request",…}]`), is
+/// still read, for a spool or stream left by an older version; serde buffers each such
+/// entry whole before decoding it (2.3 µs per record against 1.6 for format 2,
+/// `benches/logship.rs`).
+#[derive(Default, Debug, PartialEq, Deserialize)]
+pub struct Batch {
+    #[serde(default)]
+    pub r: Vec<RequestRecord>,
+    #[serde(default)]
+    pub a: Vec<AuditRecord>,
+}
+
+impl Batch {
+    /// Either format.
+    pub fn decode(payload: &[u8]) -> serde_json::Result<Batch> {
+        let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            let mut b = Batch::default();
+            for e in serde_json::from_slice::<Vec<Entry>>(payload)? {
+                match e {
+                    Entry::Request(r) => b.r.push(*r),
+                    Entry::Audit(a) => b.a.push(*a),
+                }
+            }
+            return Ok(b);
+        }
+        serde_json::from_slice(payload)
+    }
+
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            requests: self.r.iter().collect(),
+            audits: self.a.iter().collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.r.len() + self.a.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Longest request id accepted from a client.
 pub const MAX_REQUEST_ID: usize = 128;
 
@@ -126,5 +230,77 @@ mod tests {
         }));
         let text = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), e);
+    }
+
+    fn sample() -> Vec<Entry> {
+        vec![
+            Entry::Request(Box::new(RequestRecord {
+                request_id: "r1".into(),
+                status: 200,
+                auth: "ok".into(),
+                tool: Some("add \"quoted\" é".into()),
+                ..Default::default()
+            })),
+            Entry::Audit(Box::new(AuditRecord {
+                id: "a1".into(),
+                at: 5,
+                kind: "login_failed".into(),
+                user_id: None,
+                subject: Some("x@y".into()),
+                ip: None,
+                detail: serde_json::json!({"why": "password"}),
+            })),
+            Entry::Request(Box::new(RequestRecord {
+                request_id: "r2".into(),
+                status: 429,
+                auth: "ok".into(),
+                rate_limit: Some("limited".into()),
+                ..Default::default()
+            })),
+        ]
+    }
+
+    #[test]
+    fn batches_round_trip_in_format_2_and_format_1_is_still_read() {
+        let entries = sample();
+        let parts = Parts::of(&entries);
+        assert_eq!((parts.requests.len(), parts.audits.len()), (2, 1));
+        let payload = parts.encode().unwrap();
+        assert!(
+            payload.starts_with(b"{\"r\":["),
+            "{}",
+            String::from_utf8_lossy(&payload)
+        );
+        let back = Batch::decode(&payload).unwrap();
+        assert_eq!(
+            back.r
+                .iter()
+                .map(|r| r.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        assert_eq!(back.r[0], *parts.requests[0]);
+        assert_eq!(back.a[0], *parts.audits[0]);
+        // What an older version spooled or put in the stream.
+        let old = serde_json::to_vec(&entries).unwrap();
+        assert!(old.starts_with(b"["));
+        assert_eq!(Batch::decode(&old).unwrap(), back);
+        // Requests only: no audit list written.
+        let only = Parts::of(&entries[2..]).encode().unwrap();
+        assert!(!String::from_utf8_lossy(&only).contains("\"a\""));
+        assert_eq!(Batch::decode(&only).unwrap().len(), 1);
+        assert!(Batch::decode(b"{\"r\": 5}").is_err());
+        assert!(Batch::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn trace_lines_are_the_entries_json() {
+        let entries = sample();
+        let lines: Vec<String> = Parts::of(&entries).lines().map(|l| l.unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        for line in &lines {
+            let e: Entry = serde_json::from_str(line).unwrap();
+            assert!(entries.contains(&e), "{line}");
+        }
     }
 }

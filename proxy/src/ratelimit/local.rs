@@ -51,6 +51,7 @@ impl<C: Clock + Clone> LocalRate<C> {
                 let remaining = snap.remaining_burst_capacity() as u64;
                 GcraAnswer {
                     allowed: true,
+                    granted: 1,
                     remaining,
                     retry_after: Duration::ZERO,
                     reset: self.interval * (self.burst - remaining.min(self.burst)) as u32,
@@ -60,6 +61,7 @@ impl<C: Clock + Clone> LocalRate<C> {
                 let wait = not_until.wait_time_from(self.clock.now());
                 GcraAnswer {
                     allowed: false,
+                    granted: 0,
                     remaining: 0,
                     retry_after: wait,
                     reset: wait + self.interval * (self.burst.saturating_sub(1)) as u32,

@@ -9,6 +9,7 @@
 //! and each `tools/call` once the body is parsed (`check_tool`).
 
 pub mod local;
+pub mod prefetch;
 pub mod redis;
 
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use crate::config::{
     OnRedisError, RateBackend, RateKeyPart, RateKind, RateLimitConfig, RatePolicyConfig,
 };
 use local::{LocalRate, LocalSlot, LocalSlots};
+use prefetch::Prefetch;
 use redis::{GcraAnswer, RedisLimits};
 
 /// Who and what a check is about.
@@ -195,6 +197,8 @@ enum State {
         burst: u64,
         /// The local backend, or the fallback (limit ÷ replicas) of a Redis one.
         local: LocalRate,
+        /// Allowance held from Redis (`prefetch`).
+        held: Prefetch,
     },
     Slots {
         max: u64,
@@ -275,6 +279,7 @@ impl RateLimiter {
                                 interval,
                                 burst,
                                 local,
+                                held: Prefetch::new(if uses_redis { p.prefetch } else { 1 }),
                             },
                             secs_up(period),
                             limit,
@@ -376,10 +381,11 @@ impl RateLimiter {
                 interval,
                 burst,
                 local,
+                held,
             } => {
                 let (answer, outcome_ok, outcome_no) = match redis {
                     None => (local.check(&key), Outcome::Allowed, Outcome::Limited),
-                    Some(r) => match r.gcra(&r.key("rate", &key), *interval, *burst, None).await {
+                    Some(r) => match self.redis_rate(r, held, &key, *interval, *burst).await {
                         Ok(a) => (a, Outcome::Allowed, Outcome::Limited),
                         Err(_) => match p.cfg.on_redis_error {
                             OnRedisError::Allow => {
@@ -462,6 +468,45 @@ impl RateLimiter {
         }
     }
 
+    /// A Redis rate check, answered from held allowance when the policy prefetches and some
+    /// is left.
+    async fn redis_rate(
+        &self,
+        r: &RedisLimits,
+        held: &Prefetch,
+        key: &str,
+        interval: Duration,
+        burst: u64,
+    ) -> Result<GcraAnswer, redis::RedisDown> {
+        if !held.enabled() {
+            return r.gcra(&r.key("rate", key), interval, burst, 1, None).await;
+        }
+        let now = std::time::Instant::now();
+        if let Some(t) = held.take(key, now) {
+            return Ok(GcraAnswer {
+                allowed: true,
+                granted: 1,
+                remaining: t.remaining,
+                retry_after: Duration::ZERO,
+                reset: t.reset,
+            });
+        }
+        let want = held.want(key, now);
+        let a = r
+            .gcra(&r.key("rate", key), interval, burst, want, None)
+            .await?;
+        if a.allowed {
+            held.granted(key, a.granted, a.remaining, a.reset, now);
+            Ok(GcraAnswer {
+                remaining: a.remaining + a.granted.saturating_sub(1),
+                ..a
+            })
+        } else {
+            held.refused(key, now);
+            Ok(a)
+        }
+    }
+
     fn rate_answer(
         &self,
         p: &Policy,
@@ -516,7 +561,10 @@ impl RateLimiter {
     pub fn tidy(&self) {
         for p in &self.policies {
             match &p.state {
-                State::Rate { local, .. } => local.tidy(),
+                State::Rate { local, held, .. } => {
+                    local.tidy();
+                    held.tidy(std::time::Instant::now());
+                }
                 State::Slots { local, .. } => local.tidy(),
             }
         }

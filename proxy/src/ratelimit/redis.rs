@@ -18,12 +18,14 @@ use crate::config::RedisConfig;
 use crate::redis_conn::{RedisConnection, RedisConnector};
 
 /// GCRA: the key holds the theoretical arrival time (TAT, µs). A request is allowed when
-/// the new TAT is at most `burst × interval` ahead of now. Returns
-/// `{allowed, remaining, retry_after_µs, reset_µs}`. `now` comes from Redis (`TIME`) unless
-/// the caller passes one (tests drive a fake clock that way).
+/// the new TAT is at most `burst × interval` ahead of now. Up to `ARGV[4]` requests are
+/// granted at once (the allowance a replica holds, `prefetch`), as many as fit. Returns
+/// `{granted, remaining, retry_after_µs, reset_µs}`; `granted` 0 is a refusal. `now` comes
+/// from Redis (`TIME`) unless the caller passes one (tests drive a fake clock that way).
 const GCRA: &str = r#"
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
+local want = tonumber(ARGV[4])
 local now
 if ARGV[3] ~= '' then
   now = tonumber(ARGV[3])
@@ -33,13 +35,14 @@ else
 end
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
-local new_tat = tat + interval
-local ahead = new_tat - now
-if ahead > capacity then
-  return {0, 0, ahead - capacity, tat - now}
+local fit = math.floor((capacity - (tat - now)) / interval)
+if fit < 1 then
+  return {0, 0, tat + interval - now - capacity, tat - now}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000) + 1)
-return {1, math.floor((capacity - ahead) / interval), 0, ahead}
+if fit > want then fit = want end
+local ahead = tat + fit * interval - now
+redis.call('SET', KEYS[1], string.format('%d', tat + fit * interval), 'PX', math.ceil(ahead / 1000) + 1)
+return {fit, math.floor((capacity - ahead) / interval), 0, ahead}
 "#;
 
 /// Concurrency slots: a sorted set of request tokens scored by their lease expiry.
@@ -75,6 +78,8 @@ pub enum RedisDown {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcraAnswer {
     pub allowed: bool,
+    /// Requests granted (1 for a check of one; up to the asked block with `prefetch`).
+    pub granted: u64,
     pub remaining: u64,
     pub retry_after: Duration,
     pub reset: Duration,
@@ -96,6 +101,8 @@ pub struct RedisLimits {
     gcra: redis::Script,
     acquire: redis::Script,
     errors: IntCounter,
+    /// GCRA scripts run (one per request, or one per block with `prefetch`).
+    calls: IntCounter,
     down_gauge: IntGauge,
 }
 
@@ -104,6 +111,7 @@ impl RedisLimits {
         cfg: &RedisConfig,
         timeout: Duration,
         errors: IntCounter,
+        calls: IntCounter,
         down_gauge: IntGauge,
     ) -> Result<RedisLimits, String> {
         let connector = RedisConnector::new(cfg).map_err(|e| e.to_string())?;
@@ -121,6 +129,7 @@ impl RedisLimits {
             gcra: redis::Script::new(GCRA),
             acquire: redis::Script::new(ACQUIRE),
             errors,
+            calls,
             down_gauge,
         })
     }
@@ -252,23 +261,28 @@ impl RedisLimits {
         }
     }
 
-    /// One GCRA check: `burst` at once, then one per `interval`.
+    /// One GCRA check: `burst` at once, then one per `interval`; up to `want` requests are
+    /// granted together.
     pub async fn gcra(
         &self,
         key: &str,
         interval: Duration,
         burst: u64,
+        want: u64,
         now_us: Option<u64>,
     ) -> Result<GcraAnswer, RedisDown> {
         let interval_us = (interval.as_micros() as u64).max(1);
         let mut inv = self.gcra.key(key);
         inv.arg(interval_us)
             .arg(interval_us.saturating_mul(burst))
-            .arg(now_us.map(|n| n.to_string()).unwrap_or_default());
-        let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) =
+            .arg(now_us.map(|n| n.to_string()).unwrap_or_default())
+            .arg(want.max(1));
+        self.calls.inc();
+        let (granted, remaining, retry_us, reset_us): (i64, i64, i64, i64) =
             self.invoke(inv).await?;
         Ok(GcraAnswer {
-            allowed: allowed == 1,
+            allowed: granted >= 1,
+            granted: granted.max(0) as u64,
             remaining: remaining.max(0) as u64,
             retry_after: Duration::from_micros(retry_us.max(0) as u64),
             reset: Duration::from_micros(reset_us.max(0) as u64),
@@ -317,13 +331,14 @@ mod tests {
 
     fn limits(url: &str) -> RedisLimits {
         let errors = IntCounter::new("e", "e").unwrap();
+        let calls = IntCounter::new("c", "c").unwrap();
         let down = IntGauge::new("d", "d").unwrap();
         let cfg = RedisConfig {
             topology: crate::config::RedisTopology::Standalone { url: url.into() },
             prefix: "rl-test".into(),
             tls: Default::default(),
         };
-        RedisLimits::new(&cfg, Duration::from_millis(200), errors, down).unwrap()
+        RedisLimits::new(&cfg, Duration::from_millis(200), errors, calls, down).unwrap()
     }
 
     fn unique(name: &str) -> String {
@@ -343,21 +358,25 @@ mod tests {
         let t0: u64 = 1_000_000_000_000;
         let mut allowed = 0;
         for _ in 0..12 {
-            if r.gcra(&key, interval, 5, Some(t0)).await.unwrap().allowed {
+            if r.gcra(&key, interval, 5, 1, Some(t0))
+                .await
+                .unwrap()
+                .allowed
+            {
                 allowed += 1;
             }
         }
         assert_eq!(allowed, 5);
-        let denied = r.gcra(&key, interval, 5, Some(t0)).await.unwrap();
+        let denied = r.gcra(&key, interval, 5, 1, Some(t0)).await.unwrap();
         assert!(!denied.allowed);
         assert_eq!(denied.retry_after, interval);
         let early = r
-            .gcra(&key, interval, 5, Some(t0 + 1_999_999))
+            .gcra(&key, interval, 5, 1, Some(t0 + 1_999_999))
             .await
             .unwrap();
         assert!(!early.allowed);
         let on_time = r
-            .gcra(&key, interval, 5, Some(t0 + 2_000_000))
+            .gcra(&key, interval, 5, 1, Some(t0 + 2_000_000))
             .await
             .unwrap();
         assert!(on_time.allowed);
@@ -365,7 +384,7 @@ mod tests {
         let later = t0 + 600_000_000;
         let mut refilled = 0;
         for _ in 0..12 {
-            if r.gcra(&key, interval, 5, Some(later))
+            if r.gcra(&key, interval, 5, 1, Some(later))
                 .await
                 .unwrap()
                 .allowed
@@ -374,6 +393,29 @@ mod tests {
             }
         }
         assert_eq!(refilled, 5);
+    }
+
+    /// A block is granted only as far as the burst has room, and charged in full.
+    #[tokio::test]
+    async fn gcra_grants_blocks_as_far_as_they_fit() {
+        let r = limits("redis://127.0.0.1:6379");
+        r.connect().await.expect("Redis at 127.0.0.1:6379");
+        let key = r.key("rate", &unique("block"));
+        let interval = Duration::from_secs(1);
+        let t0: u64 = 2_000_000_000_000;
+        let a = r.gcra(&key, interval, 5, 3, Some(t0)).await.unwrap();
+        assert_eq!((a.allowed, a.granted, a.remaining), (true, 3, 2));
+        let b = r.gcra(&key, interval, 5, 3, Some(t0)).await.unwrap();
+        assert_eq!((b.allowed, b.granted, b.remaining), (true, 2, 0));
+        let c = r.gcra(&key, interval, 5, 3, Some(t0)).await.unwrap();
+        assert_eq!((c.allowed, c.granted), (false, 0));
+        assert_eq!(c.retry_after, interval);
+        let d = r
+            .gcra(&key, interval, 5, 3, Some(t0 + 2_000_000))
+            .await
+            .unwrap();
+        assert_eq!(d.granted, 2, "two intervals later, two more");
+        assert_eq!(r.calls.get(), 4);
     }
 
     #[tokio::test]
@@ -395,7 +437,7 @@ mod tests {
         let r = limits("redis://127.0.0.1:1");
         assert!(r.connect().await.is_err());
         // No connection: the check does not wait for one, it reports Redis unavailable.
-        let out = r.gcra("k", Duration::from_secs(1), 1, None).await;
+        let out = r.gcra("k", Duration::from_secs(1), 1, 1, None).await;
         assert_eq!(out, Err(RedisDown::Unavailable));
         assert!(!r.available());
     }

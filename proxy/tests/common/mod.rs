@@ -308,6 +308,18 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub const ACCEPT: &str = "application/json, text/event-stream";
 
+/// The value of a metric line `name{labels}` (or `name` alone) in Prometheus text; 0 when
+/// absent.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name_and_labels).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn init_body(version: &str) -> String {
     format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"raw-test","version":"1"}}}}}}"#
