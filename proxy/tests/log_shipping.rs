@@ -568,9 +568,15 @@ async fn a_get_stream_the_client_closes(h2c: bool) {
 }
 
 /// Shutdown ends a detached GET stream at once (a clean end, so the client reconnects
-/// elsewhere) instead of waiting `shutdown_grace` for it, and its record says `shutdown`.
+/// elsewhere) instead of waiting `shutdown_grace` for it, and its record says `shutdown`;
+/// over h2c and over HTTP/1.1 to the worker alike.
 #[tokio::test]
 async fn shutdown_ends_detached_streams_at_once_and_logs_them() {
+    shutdown_case(true).await;
+    shutdown_case(false).await;
+}
+
+async fn shutdown_case(h2c: bool) {
     let db = SqliteDb::new("logship");
     let setup = Setup::new(db.url(), None);
     std::env::set_var("LOGSHIP_TEST_SECRET", SECRET);
@@ -579,7 +585,7 @@ async fn shutdown_ends_detached_streams_at_once_and_logs_them() {
         .config(port, admin)
         .replace(
             "    balance: round_robin\n",
-            "    balance: round_robin\n    h2c_streams: true\n",
+            &format!("    balance: round_robin\n    h2c_streams: {h2c}\n"),
         )
         .replace("shutdown_grace: 3s", "shutdown_grace: 30s");
     let mut gw = Gateway::start_with(&config, port, admin).await;
@@ -678,8 +684,15 @@ async fn redis_killed_mid_run_and_restarted() {
         Some(&gw),
     )
     .await;
+    let replayed = wait_metric(
+        &gw,
+        "mcp_gateway_log_replayed_total",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(replayed >= 1.0, "replayed {replayed}");
     let m = gw.metrics().await;
-    assert!(metric(&m, "mcp_gateway_log_replayed_total") >= 1.0);
     assert!(metric(&m, r#"mcp_gateway_redis_errors_total{op="xadd"}"#) >= 1.0);
 }
 
@@ -726,7 +739,15 @@ async fn database_stopped_mid_run_and_restarted() {
     .await;
     let m = gw.metrics().await;
     assert!(metric(&m, r#"mcp_gateway_database_errors_total{op="write"}"#) >= 1.0);
-    assert!(metric(&m, "mcp_gateway_log_replayed_total") >= (N / 2) as f64);
+    // Counted just after the replayed rows commit: the test may see the rows first.
+    let replayed = wait_metric(
+        &gw,
+        "mcp_gateway_log_replayed_total",
+        (N / 2) as f64,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(replayed >= (N / 2) as f64, "replayed {replayed}");
 }
 
 #[tokio::test]

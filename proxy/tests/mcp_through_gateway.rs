@@ -439,66 +439,68 @@ async fn read_until(stream: &mut reqwest::Response, text: &str, times: usize) ->
     seen.matches(text).count()
 }
 
-/// On an `h2c_streams` pool the gateway carries GET streams in a task of its own
-/// (`gateway::detach`): what the worker sends on the session's standalone stream reaches the
-/// client, the answer carries the gateway's headers, calls on the session go on meanwhile,
+/// The gateway carries GET streams in a task of its own (`gateway::detach`), over a shared
+/// h2c connection or, without `h2c_streams`, an HTTP/1.1 connection of the stream's own:
+/// what the worker sends on the session's standalone stream reaches the client, the answer carries the gateway's headers, calls on the session go on meanwhile,
 /// and a DELETE ends the stream cleanly and gets it counted and logged like any request.
 #[tokio::test]
 async fn a_detached_get_stream_carries_the_workers_notifications() {
-    let (port, admin) = (free_port(), free_port());
-    let gw = Gateway::start_with(&h2c_config(port, admin, true, ""), port, admin).await;
-    let http = reqwest::Client::new();
-    let sid = raw_session(&http, &gw.url()).await;
-    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
-    assert_eq!(stream.status(), 200);
-    let header = |name: &str| {
-        stream
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    assert!(header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
-    assert!(header("x-request-id").is_some(), "{:?}", stream.headers());
-    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
-    assert_eq!(header("connection").as_deref(), Some("close"));
-    let (status, answer) = raw_call(
-        &http,
-        &gw.url(),
-        &sid,
-        2,
-        "notify",
-        json!({"text": "detached-hello", "times": 3}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("sent 3"));
-    assert_eq!(read_until(&mut stream, "detached-hello", 3).await, 3);
-    // More calls, more notifications: the stream is still live.
-    notify_reaches(&http, &gw, &sid, 3, "detached-again", &mut stream).await;
-    let before = gw.metrics().await;
-    let r = delete_session(&http, &gw.url(), &sid).await;
-    assert_eq!(r.status(), 204);
-    let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
-    assert!(matches!(ended, Ok(Ok(()))), "not a clean end: {ended:?}");
-    let get_200 = r#"mcp_gateway_requests_total{method="GET",route="/mcp",status="200"}"#;
-    let count = |m: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(get_200))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    assert_eq!(count(&before), 0.0, "counted before it ended:\n{before}");
-    let counted = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            if count(&gw.metrics().await) == 1.0 {
-                return;
+    for h2c in [true, false] {
+        let (port, admin) = (free_port(), free_port());
+        let gw = Gateway::start_with(&h2c_config(port, admin, h2c, ""), port, admin).await;
+        let http = reqwest::Client::new();
+        let sid = raw_session(&http, &gw.url()).await;
+        let mut stream = raw_stream(&http, &gw.url(), &sid).await;
+        assert_eq!(stream.status(), 200);
+        let header = |name: &str| {
+            stream
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert!(header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
+        assert!(header("x-request-id").is_some(), "{:?}", stream.headers());
+        assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+        assert_eq!(header("connection").as_deref(), Some("close"));
+        let (status, answer) = raw_call(
+            &http,
+            &gw.url(),
+            &sid,
+            2,
+            "notify",
+            json!({"text": "detached-hello", "times": 3}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer.map(|a| result_text(&a)).as_deref(), Some("sent 3"));
+        assert_eq!(read_until(&mut stream, "detached-hello", 3).await, 3);
+        // More calls, more notifications: the stream is still live.
+        notify_reaches(&http, &gw, &sid, 3, "detached-again", &mut stream).await;
+        let before = gw.metrics().await;
+        let r = delete_session(&http, &gw.url(), &sid).await;
+        assert_eq!(r.status(), 204);
+        let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
+        assert!(matches!(ended, Ok(Ok(()))), "not a clean end: {ended:?}");
+        let get_200 = r#"mcp_gateway_requests_total{method="GET",route="/mcp",status="200"}"#;
+        let count = |m: &str| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(get_200))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        assert_eq!(count(&before), 0.0, "counted before it ended:\n{before}");
+        let counted = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if count(&gw.metrics().await) == 1.0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(counted.is_ok(), "{}", gw.metrics().await);
+        })
+        .await;
+        assert!(counted.is_ok(), "{}", gw.metrics().await);
+    }
 }
 
 /// The address of the (single) worker of the gateway's first pool.
@@ -627,28 +629,31 @@ async fn a_detached_stream_whose_client_stops_reading_is_cut() {
 }
 
 /// With the pool's `read_timeout` set, a detached stream silent for longer is cut (not
-/// ended cleanly), as through Pingora's path: the worker counts a failure.
+/// ended cleanly), as through Pingora's path: the worker counts a failure. Over h2c and over
+/// HTTP/1.1 alike.
 #[tokio::test]
 async fn a_silent_detached_stream_is_cut_after_read_timeout() {
-    let (port, admin) = (free_port(), free_port());
-    let config = h2c_config(port, admin, true, "").replace(
-        "    h2c_streams: true\n",
-        "    h2c_streams: true\n    read_timeout: 1s\n",
-    );
-    let gw = Gateway::start_with(&config, port, admin).await;
-    let http = reqwest::Client::new();
-    let sid = raw_session(&http, &gw.url()).await;
-    let mut stream = raw_stream(&http, &gw.url(), &sid).await;
-    assert_eq!(stream.status(), 200);
-    let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
-    assert!(matches!(ended, Ok(Err(_))), "not cut: {ended:?}");
-    let timeouts = r#"mcp_gateway_refusals_total{reason="upstream_timeout"}"#;
-    let m = gw.metrics().await;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with(timeouts) && !l.ends_with(" 0")),
-        "{m}"
-    );
+    for h2c in [true, false] {
+        let (port, admin) = (free_port(), free_port());
+        let config = h2c_config(port, admin, h2c, "").replace(
+            &format!("    h2c_streams: {h2c}\n"),
+            &format!("    h2c_streams: {h2c}\n    read_timeout: 1s\n"),
+        );
+        let gw = Gateway::start_with(&config, port, admin).await;
+        let http = reqwest::Client::new();
+        let sid = raw_session(&http, &gw.url()).await;
+        let mut stream = raw_stream(&http, &gw.url(), &sid).await;
+        assert_eq!(stream.status(), 200);
+        let ended = read_to_end(&mut stream, std::time::Duration::from_secs(10)).await;
+        assert!(matches!(ended, Ok(Err(_))), "not cut: {ended:?}");
+        let timeouts = r#"mcp_gateway_refusals_total{reason="upstream_timeout"}"#;
+        let m = gw.metrics().await;
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with(timeouts) && !l.ends_with(" 0")),
+            "{m}"
+        );
+    }
 }
 
 /// A configuration reload leaves detached streams alone: a stream opened before it keeps

@@ -1,5 +1,7 @@
-//! GET streams to `h2c_streams` pools, carried by a small task of their own instead of
-//! Pingora's per-request machinery (docs/decisions.md, "Detached GET streams").
+//! GET streams, carried by a small task of their own instead of Pingora's per-request
+//! machinery (docs/decisions.md, "Detached GET streams"). To an `h2c_streams` pool the
+//! stream is one HTTP/2 stream on a shared connection; to any other pool it has an HTTP/1.1
+//! connection of its own.
 //!
 //! A standalone SSE stream is mostly idle for its whole life. Through Pingora's proxy path
 //! each one keeps the connection's boxed proxy future, the request and response state and
@@ -7,7 +9,9 @@
 //! does everything up to the worker's response header in `request_filter` (same checks,
 //! same routing, same headers as any request), writes the header to the client, then hands
 //! the client's socket and the worker's HTTP/2 stream to a task that only copies events and
-//! watches both ends. Pingora's session gets a spent stand-in and ends at once.
+//! watches both ends. Pingora's session gets a spent stand-in and ends at once. Either way
+//! shutdown ends the stream at once (its client reconnects) instead of holding the process
+//! for `shutdown_grace`.
 //!
 //! Only HTTP/1.1 clients are detached (an HTTP/2 client's stream is one of many on its
 //! connection, which Pingora keeps serving). Anything that is not a `200` event stream
@@ -22,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
+use hyper::body::{Body as _, Incoming};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
@@ -33,7 +38,8 @@ use super::ctx::Ctx;
 use super::logrecord::{self, RequestView};
 use super::{capture, limits, respond, steps};
 use crate::mcp::errors::GatewayError;
-use crate::routing::h2c::{Opened, Target};
+use crate::routing::h1::{self, Lease};
+use crate::routing::h2c::{self, Opened, Slot};
 use crate::runtime::Shared;
 
 /// Largest non-stream answer (a worker refusing the GET) read whole before it is passed on.
@@ -45,15 +51,65 @@ pub fn wants(session: &Session, ctx: &Ctx) -> bool {
     req.method == http::Method::GET
         && req.version == http::Version::HTTP_11
         && matches!(*session.downstream_session, ServerSession::H1(_))
-        && ctx
-            .routing
-            .route
-            .as_ref()
-            .is_some_and(|r| r.pool.config.h2c_streams)
+        && ctx.routing.route.is_some()
+        && ctx.routing.internal.is_none()
 }
 
-/// `request_filter` for a GET stream on an `h2c_streams` pool. Always answers the request
-/// (`Ok(true)`): with the stream, handed to its own task, or with an error.
+/// The worker's side of a detached stream. Dropping it before the body ended tells the
+/// worker the client left (an HTTP/2 reset, or the HTTP/1.1 connection closed).
+enum Upstream {
+    /// A stream on a shared h2c connection, and its place there.
+    H2 { body: RecvStream, _slot: Slot },
+    /// An HTTP/1.1 connection of the stream's own; closed when the stream ends.
+    H1 { body: Incoming, _conn: Lease },
+}
+
+impl Upstream {
+    /// The next piece of the body, `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        match self {
+            Upstream::H2 { body, .. } => match body.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = body.flow_control().release_capacity(data.len());
+                    Poll::Ready(Some(Ok(data)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::because(
+                    ErrorType::ReadError,
+                    "while reading the worker's stream",
+                    e,
+                )))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Upstream::H1 { body, .. } => loop {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers carry no events.
+                        if let Ok(data) = frame.into_data() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Some(Err(Error::because(
+                            ErrorType::ReadError,
+                            "while reading the worker's stream",
+                            e,
+                        ))))
+                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
+        }
+    }
+
+    async fn data(&mut self) -> Option<Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_data(cx)).await
+    }
+}
+
+/// `request_filter` for a GET stream. Always answers the request (`Ok(true)`): with the
+/// stream, handed to its own task, or with an error.
 pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let (opened, read_timeout) = match open(shared, session, ctx).await {
         Ok(opened) => opened,
@@ -63,7 +119,7 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             return Ok(true);
         }
     };
-    let Opened { head, body, slot } = opened;
+    let (head, body) = opened;
     let mut resp = ResponseHeader::from(head);
     resp.set_version(http::Version::HTTP_11);
     logrecord::on_response_header(&mut resp, ctx)?;
@@ -76,7 +132,6 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if !is_stream {
         pass_plain_answer(session, ctx, body, resp).await?;
-        drop(slot);
         return Ok(true);
     }
     // The connection ends with the stream: say so, so that no client reuses it.
@@ -115,9 +170,9 @@ pub async fn serve(shared: &Arc<Shared>, session: &mut Session, ctx: &mut Ctx) -
             write_limit,
         )
         .await;
-        // Dropping an unfinished stream resets it: the worker sees the client leave.
+        // Dropping an unfinished stream resets it (h2c) or closes its connection (HTTP/1.1):
+        // the worker sees the client leave.
         drop(body);
-        drop(slot);
         let _ = tokio::time::timeout(write_limit, client.shutdown()).await;
         super::finish_request(&shared, &mut owned, &mut view, 200, error);
     };
@@ -132,26 +187,52 @@ async fn open(
     shared: &Shared,
     session: &Session,
     ctx: &mut Ctx,
-) -> Result<(Opened, Option<Duration>), GatewayError> {
+) -> Result<((http::response::Parts, Upstream), Option<Duration>), GatewayError> {
     loop {
         let route = ctx.routing.route.clone().ok_or(GatewayError::Internal)?;
         let addr = steps::choose_worker(ctx, &route)?.addr;
-        // Errors of this stream are an h2c worker's (`upstream_failed` does not eject a
-        // worker for failing h2c).
-        ctx.routing.h2c = true;
         let pool = &route.pool.config;
-        let target = Target {
-            addr,
-            connect_timeout: pool.connect_timeout,
-            read_timeout: pool.read_timeout,
-            idle_timeout: pool.idle_timeout,
-            max_streams: steps::H2C_STREAMS_PER_CONNECTION,
-        };
-        let request = upstream_request(session, ctx, &addr)
-            .map_err(|_| GatewayError::InvalidRequest("malformed request".into()))?;
+        // Errors of an h2c stream are an h2c worker's (`upstream_failed` does not eject a
+        // worker for failing h2c); an HTTP/1.1 stream's count like any request's.
+        ctx.routing.h2c = pool.h2c_streams;
+        let malformed = |_| GatewayError::InvalidRequest("malformed request".into());
         ctx.log.upstream_start = Some(std::time::Instant::now());
-        match shared.h2c.open(&target, request).await {
-            Ok(opened) => return Ok((opened, target.read_timeout)),
+        let opened = if pool.h2c_streams {
+            let target = h2c::Target {
+                addr,
+                connect_timeout: pool.connect_timeout,
+                read_timeout: pool.read_timeout,
+                idle_timeout: pool.idle_timeout,
+                max_streams: steps::H2C_STREAMS_PER_CONNECTION,
+            };
+            let request = h2c_request(session, ctx, &addr).map_err(malformed)?;
+            shared
+                .h2c
+                .open(&target, request)
+                .await
+                .map(|Opened { head, body, slot }| (head, Upstream::H2 { body, _slot: slot }))
+        } else {
+            let target = h1::Target {
+                addr,
+                connect_timeout: pool.connect_timeout,
+                read_timeout: pool.read_timeout,
+                idle_timeout: pool.idle_timeout,
+            };
+            let request =
+                super::forward::upstream_request(session, ctx, Bytes::new()).map_err(malformed)?;
+            crate::routing::within_read_timeout(
+                target.read_timeout,
+                shared.h1.send(&target, request),
+            )
+            .await
+            .and_then(|sent| sent)
+            .map(|(response, lease)| {
+                let (head, body) = response.into_parts();
+                (head, Upstream::H1 { body, _conn: lease })
+            })
+        };
+        match opened {
+            Ok(opened) => return Ok((opened, pool.read_timeout)),
             Err(e) if steps::is_connect_error(&e) => {
                 if steps::connect_failed(shared, ctx) {
                     continue;
@@ -167,10 +248,10 @@ async fn open(
     }
 }
 
-/// The client's request as the worker gets it: the same rewriting as every proxied request
-/// (`rewrite_upstream_request`), in HTTP/2 form (`:authority` from `Host`, no hop-by-hop
-/// headers).
-fn upstream_request(
+/// The client's request as an h2c worker gets it: the same rewriting as every proxied
+/// request (`rewrite_upstream_request`), in HTTP/2 form (`:authority` from `Host`, no
+/// hop-by-hop headers).
+fn h2c_request(
     session: &Session,
     ctx: &Ctx,
     addr: &std::net::SocketAddr,
@@ -211,14 +292,13 @@ fn upstream_request(
 async fn pass_plain_answer(
     session: &mut Session,
     ctx: &mut Ctx,
-    mut body: RecvStream,
+    mut body: Upstream,
     mut resp: ResponseHeader,
 ) -> Result<()> {
     let mut whole = Vec::new();
     let complete = loop {
         match body.data().await {
             Some(Ok(chunk)) => {
-                let _ = body.flow_control().release_capacity(chunk.len());
                 if whole.len() + chunk.len() > MAX_PLAIN_ANSWER {
                     break false;
                 }
@@ -226,7 +306,6 @@ async fn pass_plain_answer(
             }
             None => break true,
             Some(Err(e)) => {
-                let e = Error::because(ErrorType::H2Error, "reading the worker's answer", e);
                 steps::upstream_failed(ctx, &e.into_up());
                 break false;
             }
@@ -275,7 +354,7 @@ enum Event {
 /// waiting stream's task holds little more than its three borrows.
 fn next_event(
     cx: &mut Context<'_>,
-    body: &mut RecvStream,
+    body: &mut Upstream,
     client: &mut Stream,
     idle: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     stop: Pin<&mut tokio::sync::futures::Notified<'_>>,
@@ -284,14 +363,8 @@ fn next_event(
         return Poll::Ready(Event::Shutdown);
     }
     match body.poll_data(cx) {
-        Poll::Ready(Some(Ok(data))) => {
-            let _ = body.flow_control().release_capacity(data.len());
-            return Poll::Ready(Event::Data(data));
-        }
-        Poll::Ready(Some(Err(e))) => {
-            let e = Error::because(ErrorType::ReadError, "while reading the worker's stream", e);
-            return Poll::Ready(Event::Upstream(e.into_up()));
-        }
+        Poll::Ready(Some(Ok(data))) => return Poll::Ready(Event::Data(data)),
+        Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Upstream(e.into_up())),
         Poll::Ready(None) => return Poll::Ready(Event::End),
         Poll::Pending => {}
     }
@@ -315,7 +388,7 @@ async fn pump(
     ctx: &mut Ctx,
     view: &mut RequestView,
     client: &mut Stream,
-    body: &mut RecvStream,
+    body: &mut Upstream,
     read_timeout: Option<Duration>,
     write_limit: Duration,
 ) -> Option<String> {

@@ -201,7 +201,11 @@ async fn read_body(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Res
 
 /// The client's request as the worker gets it: the same rewriting as every proxied request
 /// (`rewrite_upstream_request`), in origin form, with the checked body.
-fn upstream_request(session: &Session, ctx: &Ctx, body: Bytes) -> Result<http::Request<Body>> {
+pub(super) fn upstream_request(
+    session: &Session,
+    ctx: &Ctx,
+    body: Bytes,
+) -> Result<http::Request<Body>> {
     let mut rewritten = session.req_header().clone();
     steps::rewrite_upstream_request(session, &mut rewritten, ctx)?;
     let path = rewritten
@@ -212,8 +216,11 @@ fn upstream_request(session: &Session, ctx: &Ctx, body: Bytes) -> Result<http::R
     let uri = http::Uri::try_from(path)
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
     let len = body.len();
+    let method = rewritten.method.clone();
+    // A GET (a detached stream) has no body and says nothing about one.
+    let sized = len > 0 || method != http::Method::GET;
     let mut request = http::Request::new(Full::new(body));
-    *request.method_mut() = http::Method::POST;
+    *request.method_mut() = method;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
     for (name, value) in rewritten.headers.iter() {
@@ -222,7 +229,9 @@ fn upstream_request(session: &Session, ctx: &Ctx, body: Bytes) -> Result<http::R
         }
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    if sized {
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
     Ok(request)
 }
 
