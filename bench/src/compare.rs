@@ -48,6 +48,10 @@ pub struct TargetRow {
     pub proxy_ctxsw_closed: Option<f64>,
     /// Proxy peak RSS, KiB (largest over all reports).
     pub proxy_rss_kib: Option<u64>,
+    /// Closed-loop throughput's spread over the rounds: (max − min) ÷ median.
+    pub closed_spread: Option<f64>,
+    /// Errors in the open-loop reports.
+    pub open_errors: u64,
     /// Errors summed over all reports.
     pub errors: u64,
     /// Requests summed over all reports.
@@ -227,11 +231,71 @@ pub fn rows(reports: &[Report]) -> Vec<TargetRow> {
                     .filter(|p| p.name == PROXY_PROC)
                     .map(|p| p.hwm_kib)
                     .max(),
+                closed_spread: spread(closed.iter().map(|r| r.results.ok_rate).collect()),
+                open_errors: open.iter().map(|r| r.results.errors).sum(),
                 errors: rs.iter().map(|r| r.results.errors).sum(),
                 requests: rs.iter().map(|r| r.results.requests).sum(),
             }
         })
         .collect()
+}
+
+/// (max − min) ÷ median of two or more values.
+fn spread(v: Vec<f64>) -> Option<f64> {
+    if v.len() < 2 {
+        return None;
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    median(v).filter(|m| *m > 0.0).map(|m| (hi - lo) / m)
+}
+
+/// An open-loop p50 more than this many times direct's means the target fell behind the
+/// offered rate: its latencies measure its queue, not its own cost.
+const BEHIND: f64 = 10.0;
+
+/// What the reader needs to judge the run: how much each target's throughput moved between
+/// rounds, and which targets could not keep up with the open-loop rate.
+pub fn noise(rows: &[TargetRow]) -> String {
+    let mut t = String::new();
+    let spreads: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.closed_spread
+                .map(|s| format!("{} {:.0} %", r.target, s * 100.0))
+        })
+        .collect();
+    if !spreads.is_empty() {
+        let _ = writeln!(
+            t,
+            "Noise: closed-loop throughput varied between rounds (max − min over the median) by {}. \
+             Compare targets by their ratios within the run, not by single figures.",
+            spreads.join(", ")
+        );
+    }
+    let direct_p50 = rows
+        .iter()
+        .find(|r| r.target == "direct")
+        .and_then(|d| d.open_p50);
+    let behind: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.open_rounds > 0)
+        .filter(|r| {
+            r.open_errors > 0
+                || matches!((r.open_p50, direct_p50), (Some(p), Some(d)) if d > 0.0 && p > BEHIND * d)
+        })
+        .map(|r| r.target.as_str())
+        .collect();
+    if !behind.is_empty() {
+        let _ = writeln!(
+            t,
+            "Open loop: {} fell behind the offered rate (errors, or a p50 over {BEHIND:.0}× \
+             direct's): their open-loop latencies measure a backlog; measure them at a rate \
+             they sustain (--open-rate).",
+            behind.join(", ")
+        );
+    }
+    t
 }
 
 /// Half of `target`'s median closed-loop throughput (the open-loop rate of
@@ -364,6 +428,11 @@ pub fn markdown(rows: &[TargetRow]) -> String {
             num(r.closed_p99, 0),
         );
     }
+    let notes = noise(rows);
+    if !notes.is_empty() {
+        t.push('\n');
+        t.push_str(&notes);
+    }
     t
 }
 
@@ -464,6 +533,25 @@ mod tests {
             md.contains("| gateway | 40.0 | 2.00× | 50.0 | 1.67× | 5.00 |"),
             "{md}"
         );
+        // nginx: 800 and 900 req/s over a median of 850.
+        assert!(md.contains("by nginx 12 %."), "{md}");
+        assert!(!md.contains("fell behind"), "{md}");
+    }
+
+    #[test]
+    fn targets_behind_the_open_loop_rate_are_named() {
+        let reports = vec![
+            report("direct/open/r1", true, 100, 400, None),
+            report("nginx/open/r1", true, 500, 400, Some(20.0)),
+            report("gateway/open/r1", true, 5_000, 400, Some(40.0)),
+        ];
+        let text = noise(&rows(&reports));
+        assert!(
+            text.contains("Open loop: gateway fell behind the offered rate"),
+            "{text}"
+        );
+        assert!(!text.contains("nginx"), "{text}");
+        assert!(!text.contains("Noise:"), "one round each: no spread");
     }
 
     fn streams_report(label: &str, held: u64, proxy_kib: Option<(u64, u64)>) -> StreamsReport {
