@@ -222,7 +222,7 @@ async fn open(
                 super::forward::upstream_request(session, ctx, Bytes::new()).map_err(malformed)?;
             crate::routing::within_read_timeout(
                 target.read_timeout,
-                shared.h1.send(&target, request),
+                shared.h1.open_stream(&target, request),
             )
             .await
             .and_then(|sent| sent)

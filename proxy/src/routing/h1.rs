@@ -92,22 +92,39 @@ impl H1Pool {
     }
 
     async fn connect(&self, t: &Target) -> Result<SendRequest<Body>, SendError> {
-        let tcp = super::connect_worker(t.addr, t.connect_timeout).await?;
-        let (send, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(tcp))
+        connect(t, None).await
+    }
+
+    /// Send a request that opens a long-lived stream (a detached GET) on a new connection of
+    /// its own, which reads in pieces of `STREAM_READ_BUF` bytes: an idle stream then holds
+    /// that much for reading instead of hyper's adaptive buffer (8 KiB and up, more on a
+    /// pooled connection that carried large answers). The connection is never pooled: it
+    /// closes when the returned lease is dropped.
+    pub async fn open_stream(
+        &self,
+        t: &Target,
+        request: http::Request<Body>,
+    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
+        let mut send = connect(t, Some(STREAM_READ_BUF)).await?;
+        if send.ready().await.is_err() {
+            return Err(Error::explain(
+                ErrorType::ConnectError,
+                "the worker closed a new connection",
+            )
+            .into_up());
+        }
+        let response = send
+            .send_request(request)
             .await
-            .map_err(|e| {
-                up(
-                    ErrorType::ConnectError,
-                    "starting HTTP/1.1 to the worker",
-                    e,
-                )
-            })?;
-        tokio::spawn(async move {
-            // Ends when the worker closes, or when the pool drops the connection's sender.
-            let _ = conn.await;
-        });
-        Ok(send)
+            .map_err(|e| up(ErrorType::ReadError, "reading the worker's answer", e))?;
+        Ok((
+            response,
+            Lease {
+                send,
+                addr: t.addr,
+                idle_timeout: t.idle_timeout,
+            },
+        ))
     }
 
     /// Send `request` and wait for the response header (at most `t.read_timeout`). A reused
@@ -197,6 +214,30 @@ impl H1Pool {
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
+}
+
+/// Read size of a stream's own connection (`H1Pool::open_stream`).
+const STREAM_READ_BUF: usize = 2048;
+
+/// A new HTTP/1.1 connection to `t.addr`; `exact_read` fixes the size of each read.
+async fn connect(t: &Target, exact_read: Option<usize>) -> Result<SendRequest<Body>, SendError> {
+    let tcp = super::connect_worker(t.addr, t.connect_timeout).await?;
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    if exact_read.is_some() {
+        builder.read_buf_exact_size(exact_read);
+    }
+    let (send, conn) = builder.handshake(TokioIo::new(tcp)).await.map_err(|e| {
+        up(
+            ErrorType::ConnectError,
+            "starting HTTP/1.1 to the worker",
+            e,
+        )
+    })?;
+    tokio::spawn(async move {
+        // Ends when the worker closes, or when the pool drops the connection's sender.
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 /// Drop connections idle past their pool's `idle_timeout` (which closes them), every
