@@ -113,18 +113,8 @@ impl H1Pool {
             )
             .into_up());
         }
-        let response = send
-            .send_request(request)
-            .await
-            .map_err(|e| up(ErrorType::ReadError, "reading the worker's answer", e))?;
-        Ok((
-            response,
-            Lease {
-                send,
-                addr: t.addr,
-                idle_timeout: t.idle_timeout,
-            },
-        ))
+        let response = send.send_request(request).await;
+        answered(response, send, t)
     }
 
     /// Send `request` and wait for the response header (at most `t.read_timeout`). A reused
@@ -162,21 +152,7 @@ impl H1Pool {
                 },
             }
         };
-        let response = response.map_err(|e| {
-            if e.is_timeout() {
-                Error::explain(ErrorType::ReadTimedout, "waiting for the worker's answer").into_up()
-            } else {
-                up(ErrorType::ReadError, "reading the worker's answer", e)
-            }
-        })?;
-        Ok((
-            response,
-            Lease {
-                send,
-                addr: t.addr,
-                idle_timeout: t.idle_timeout,
-            },
-        ))
+        answered(response, send, t)
     }
 
     /// Keep the connection of an exchange whose response was read to its end.
@@ -214,6 +190,29 @@ impl H1Pool {
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
+}
+
+/// The worker's answer and the connection it came on, or the error Pingora would raise.
+fn answered(
+    response: Result<http::Response<Incoming>, hyper::Error>,
+    send: SendRequest<Body>,
+    t: &Target,
+) -> Result<(http::Response<Incoming>, Lease), SendError> {
+    let response = response.map_err(|e| {
+        if e.is_timeout() {
+            Error::explain(ErrorType::ReadTimedout, "waiting for the worker's answer").into_up()
+        } else {
+            up(ErrorType::ReadError, "reading the worker's answer", e)
+        }
+    })?;
+    Ok((
+        response,
+        Lease {
+            send,
+            addr: t.addr,
+            idle_timeout: t.idle_timeout,
+        },
+    ))
 }
 
 /// Read size of a stream's own connection (`H1Pool::open_stream`).
