@@ -330,6 +330,42 @@ async fn prefetched_allowance_saves_round_trips_and_never_exceeds_the_shared_lim
     assert!(total < 70.0, "{total} Redis checks for 70 requests");
 }
 
+/// Allowance a replica already holds is spent while Redis is away; past it, the policy's
+/// `on_redis_error` applies (here `deny`).
+#[tokio::test]
+async fn held_allowance_is_used_while_redis_is_away_then_the_outage_policy_applies() {
+    let redis_port = free_port();
+    let mut redis = start_redis(redis_port);
+    let (port, admin) = (free_port(), free_port());
+    let extra = format!(
+        "redis: {{ url: \"{}\", prefix: \"held\" }}\nrate_limits:\n  defaults: false\n  redis_timeout: 500ms\n  policies:\n    held: {{ key: [ip], rate: 40/d, prefetch: 8, on_redis_error: deny }}\n",
+        redis_conn_url(redis_port)
+    );
+    let gw = Gateway::start_with(&config_with(port, admin, &extra), port, admin).await;
+    gw.wait_redis_up().await;
+    let http = reqwest::Client::new();
+    // Blocks of 1, 2 and 4: seven granted, four used, three held.
+    assert_eq!(count(&inits(&http, &gw.url(), 4).await, 200), 4);
+    let calls = metric(
+        &gw.metrics().await,
+        "mcp_gateway_ratelimit_redis_calls_total",
+    );
+    assert_eq!(calls, 3.0, "blocks of 1, 2 and 4");
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let during = inits(&http, &gw.url(), 5).await;
+    assert_eq!(
+        during.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [200, 200, 200, 429, 429],
+        "three from what was held, then deny"
+    );
+    assert!(
+        during[3].body.contains("cannot be checked right now"),
+        "{}",
+        during[3].body
+    );
+}
+
 fn start_redis(port: u16) -> Child {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
