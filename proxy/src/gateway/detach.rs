@@ -73,11 +73,7 @@ impl Upstream {
                     let _ = body.flow_control().release_capacity(data.len());
                     Poll::Ready(Some(Ok(data)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::because(
-                    ErrorType::ReadError,
-                    "while reading the worker's stream",
-                    e,
-                )))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(read_failed(e)))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -89,13 +85,7 @@ impl Upstream {
                             return Poll::Ready(Some(Ok(data)));
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Some(Err(Error::because(
-                            ErrorType::ReadError,
-                            "while reading the worker's stream",
-                            e,
-                        ))))
-                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(read_failed(e)))),
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -106,6 +96,11 @@ impl Upstream {
     async fn data(&mut self) -> Option<Result<Bytes>> {
         std::future::poll_fn(|cx| self.poll_data(cx)).await
     }
+}
+
+/// The error of a worker's stream that broke off, whichever protocol carried it.
+fn read_failed(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Box<Error> {
+    Error::because(ErrorType::ReadError, "while reading the worker's stream", e)
 }
 
 /// `request_filter` for a GET stream. Always answers the request (`Ok(true)`): with the

@@ -574,8 +574,7 @@ async fn run_shipper(
         }
         let mut parts = Parts::default();
         for b in &batches {
-            parts.requests.extend(b.r.iter());
-            parts.audits.extend(b.a.iter());
+            parts.add(b);
         }
         if let Err(e) = db.write(&parts).await {
             metrics.database_errors.with_label_values(&["write"]).inc();

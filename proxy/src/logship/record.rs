@@ -87,6 +87,12 @@ impl<'a> Parts<'a> {
         p
     }
 
+    /// Add a decoded batch's records (the shipper writes several stream entries at once).
+    pub fn add(&mut self, batch: &'a Batch) {
+        self.requests.extend(batch.r.iter());
+        self.audits.extend(batch.a.iter());
+    }
+
     pub fn len(&self) -> usize {
         self.requests.len() + self.audits.len()
     }
@@ -156,10 +162,9 @@ impl Batch {
     }
 
     pub fn parts(&self) -> Parts<'_> {
-        Parts {
-            requests: self.r.iter().collect(),
-            audits: self.a.iter().collect(),
-        }
+        let mut p = Parts::default();
+        p.add(self);
+        p
     }
 
     pub fn len(&self) -> usize {

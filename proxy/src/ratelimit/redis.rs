@@ -277,9 +277,13 @@ impl RedisLimits {
             .arg(interval_us.saturating_mul(burst))
             .arg(now_us.map(|n| n.to_string()).unwrap_or_default())
             .arg(want.max(1));
-        self.calls.inc();
-        let (granted, remaining, retry_us, reset_us): (i64, i64, i64, i64) =
-            self.invoke(inv).await?;
+        let answer = self.invoke(inv).await;
+        // Counted when the script went to Redis: not while there is no connection or the
+        // circuit is open.
+        if !matches!(answer, Err(RedisDown::Unavailable)) {
+            self.calls.inc();
+        }
+        let (granted, remaining, retry_us, reset_us): (i64, i64, i64, i64) = answer?;
         Ok(GcraAnswer {
             allowed: granted >= 1,
             granted: granted.max(0) as u64,
@@ -439,6 +443,7 @@ mod tests {
         // No connection: the check does not wait for one, it reports Redis unavailable.
         let out = r.gcra("k", Duration::from_secs(1), 1, 1, None).await;
         assert_eq!(out, Err(RedisDown::Unavailable));
+        assert_eq!(r.calls.get(), 0, "nothing was sent to Redis");
         assert!(!r.available());
     }
 }
