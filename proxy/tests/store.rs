@@ -1053,6 +1053,43 @@ async fn request_log_batch_sqlite() {
     request_log_batch_case(&db.url()).await;
 }
 
+/// The log pipeline's own pool sets SQLite up as the store does (WAL without a sync per
+/// commit) and keeps statement journals in memory; before, it kept SQLite's defaults and
+/// every batch waited for the disk.
+#[tokio::test]
+async fn request_log_pool_connections_are_set_up_for_batches() {
+    use mcp_proxy::logship::db::LogDb;
+    use sqlx::Row;
+    let db = SqliteDb::new("mcp-proxy-logpragmas");
+    let mut log = LogDb::new(&db.url(), true);
+    let pool = log.pool().await.expect("pool");
+    // More than one connection: each must have been set up, not just the first.
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        conns.push(pool.acquire().await.expect("connection"));
+    }
+    for conn in &mut conns {
+        let journal: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("journal_mode")
+            .get(0);
+        assert_eq!(journal.to_ascii_lowercase(), "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("synchronous")
+            .get(0);
+        assert_eq!(sync, 1, "synchronous = NORMAL");
+        let temp: i64 = sqlx::query("PRAGMA temp_store")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("temp_store")
+            .get(0);
+        assert_eq!(temp, 2, "temp_store = MEMORY");
+    }
+}
+
 #[tokio::test]
 async fn request_log_batch_postgres() {
     let pg = PgSchema::new("logbatch").await;

@@ -10,6 +10,9 @@ use crate::mcp::errors::GatewayError;
 use crate::mcp::headers;
 use crate::mcp::jsonrpc::{self, ParseError};
 
+/// Most buffer reserved for a body before its bytes arrive.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 /// Returns the refusal when the body breaks a rule.
 pub fn on_chunk(
     session: &Session,
@@ -31,6 +34,20 @@ pub fn on_chunk(
                 if ctx.body.buf.len() + chunk.len() > limit {
                     ctx.body.buf.clear();
                     return Err(GatewayError::BodyTooLarge { limit });
+                }
+                if ctx.body.buf.is_empty() {
+                    // Room for the whole body at once (the declared length): growing chunk by
+                    // chunk copied it over and over. Capped, so a client that declares a large
+                    // body and sends it slowly does not get the memory ahead of its bytes.
+                    let declared = session
+                        .req_header()
+                        .headers
+                        .get(http::header::CONTENT_LENGTH);
+                    let declared = declared
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    ctx.body.buf.reserve(declared.min(limit).min(RESERVE_AHEAD));
                 }
                 ctx.body.buf.extend_from_slice(&chunk);
             }

@@ -206,28 +206,32 @@ pub(super) fn upstream_request(
     ctx: &Ctx,
     body: Bytes,
 ) -> Result<http::Request<Body>> {
-    let mut rewritten = session.req_header().clone();
-    steps::rewrite_upstream_request(session, &mut rewritten, ctx)?;
-    let path = rewritten
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let req = session.req_header();
+    let rewrite = steps::upstream_rewrite(session, req, ctx)?;
+    let path = match &rewrite.path {
+        Some(pq) => pq.as_str(),
+        None => req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    };
     let uri = http::Uri::try_from(path)
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
     let len = body.len();
-    let method = rewritten.method.clone();
+    let method = req.method.clone();
     // A GET (a detached stream) has no body and says nothing about one.
     let sized = len > 0 || method != http::Method::GET;
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    for (name, value) in rewritten.headers.iter() {
-        if steps::HOP_BY_HOP.contains(&name.as_str()) || REQUEST_OWN.contains(&name.as_str()) {
+    headers.reserve(req.headers.len() + rewrite.set.len() + 1);
+    for (name, value) in req.headers.iter() {
+        let n = name.as_str();
+        if steps::HOP_BY_HOP.contains(&n) || REQUEST_OWN.contains(&n) || !rewrite.keeps(n) {
             continue;
         }
         headers.append(name.clone(), value.clone());
+    }
+    for (name, value) in rewrite.set {
+        headers.insert(name, value);
     }
     if sized {
         headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));

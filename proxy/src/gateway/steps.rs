@@ -345,84 +345,156 @@ pub fn upstream_failed(ctx: &Ctx, e: &Error) {
     }
 }
 
+/// What the gateway changes on a request on its way to a worker, worked out once and then
+/// applied to Pingora's request header (its proxy path) or written straight into the request
+/// the gateway sends itself (`forward`), which then needs no copy of the client's header.
+pub struct UpstreamRewrite {
+    /// The identity service's route: only identity claims and forwarding headers go.
+    internal: bool,
+    /// A new path and query, when the route maps the path or the client used absolute form.
+    pub path: Option<http::uri::PathAndQuery>,
+    /// The gateway's own headers, each replacing any of the same name.
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl UpstreamRewrite {
+    /// Whether a client header reaches the worker: never its credentials, identity claims or
+    /// forwarding headers (the gateway authenticates, and says where a request came from).
+    pub fn keeps(&self, name: &str) -> bool {
+        let doomed = STRIPPED_PREFIXES.iter().any(|p| name.starts_with(p))
+            || FORWARDING.contains(&name)
+            || (!self.internal && STRIPPED.contains(&name));
+        !doomed
+    }
+
+    /// Applied to Pingora's request header.
+    pub fn apply(mut self, up: &mut RequestHeader) -> Result<()> {
+        if let Some(pq) = self.path.take() {
+            let uri = http::Uri::builder()
+                .path_and_query(pq)
+                .build()
+                .map_err(|_| Error::new(ErrorType::InternalError))?;
+            up.set_uri(uri);
+        }
+        let names: Vec<http::HeaderName> = up
+            .headers
+            .keys()
+            .filter(|k| !self.keeps(k.as_str()))
+            .cloned()
+            .collect();
+        for name in names {
+            up.remove_header(&name);
+        }
+        for (name, value) in self.set {
+            up.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// `upstream_request_filter`: the worker's path and session id, credentials stripped.
 pub fn rewrite_upstream_request(
     session: &Session,
     up: &mut RequestHeader,
     ctx: &Ctx,
 ) -> Result<()> {
-    if ctx.routing.internal.is_some() {
+    upstream_rewrite(session, up, ctx)?.apply(up)
+}
+
+fn header_value(name: &str, value: &str) -> Result<http::HeaderValue> {
+    http::HeaderValue::from_str(value).map_err(|e| {
+        Error::because(
+            ErrorType::InvalidHTTPHeader,
+            format!("value of {name} for the worker"),
+            e,
+        )
+    })
+}
+
+/// The rewrite of the client's request `req` for the worker (see `UpstreamRewrite`).
+pub fn upstream_rewrite(
+    session: &Session,
+    req: &RequestHeader,
+    ctx: &Ctx,
+) -> Result<UpstreamRewrite> {
+    let mut rw = UpstreamRewrite {
+        internal: ctx.routing.internal.is_some(),
+        path: None,
+        set: Vec::with_capacity(8),
+    };
+    if rw.internal {
         // The identity service reads the caller's own token; only identity claims and
         // forwarding headers are the gateway's to set.
-        strip(up, |n| {
-            STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p)) || FORWARDING.contains(&n)
-        });
-        set_forwarded(session, ctx, up)?;
-        return Ok(());
+        set_forwarded(session, ctx, &mut rw.set);
+        return Ok(rw);
     }
     let Some(route) = &ctx.routing.route else {
         return Err(Error::new(ErrorType::InternalError));
     };
     // An absolute-form target (`POST http://host/mcp`, kept verbatim by Pingora) reaches
     // the worker in origin form.
-    if route.upstream_path != route.path || !up.raw_path().starts_with(b"/") {
-        let pq = match up.uri.query() {
+    if route.upstream_path != route.path || !req.raw_path().starts_with(b"/") {
+        let pq = match req.uri.query() {
             Some(q) => format!("{}?{q}", route.upstream_path),
             None => route.upstream_path.clone(),
         };
-        let uri = http::Uri::builder()
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| Error::new(ErrorType::InternalError))?;
-        up.set_uri(uri);
+        rw.path = Some(
+            http::uri::PathAndQuery::try_from(pq)
+                .map_err(|_| Error::new(ErrorType::InternalError))?,
+        );
     }
-    strip(up, |n| {
-        STRIPPED.contains(&n)
-            || FORWARDING.contains(&n)
-            || STRIPPED_PREFIXES.iter().any(|p| n.starts_with(p))
-    });
     if let Some(claims) = &ctx.routing.claims {
-        up.insert_header(headers::SESSION_ID, claims.upstream_id.as_str())?;
+        rw.set.push((
+            http::HeaderName::from_static(headers::SESSION_ID),
+            header_value(headers::SESSION_ID, &claims.upstream_id)?,
+        ));
     }
     if let Some(id) = &ctx.identity {
-        up.insert_header("x-mcp-user-id", id.subject.as_str())?;
-        up.insert_header("x-mcp-user-issuer", id.issuer.as_str())?;
-        up.insert_header("x-mcp-user-roles", id.roles.join(","))?;
+        rw.set.push((
+            http::HeaderName::from_static("x-mcp-user-id"),
+            header_value("x-mcp-user-id", &id.subject)?,
+        ));
+        rw.set.push((
+            http::HeaderName::from_static("x-mcp-user-issuer"),
+            header_value("x-mcp-user-issuer", &id.issuer)?,
+        ));
+        rw.set.push((
+            http::HeaderName::from_static("x-mcp-user-roles"),
+            header_value("x-mcp-user-roles", &id.roles.join(","))?,
+        ));
         if let Some(email) = &id.email {
-            up.insert_header("x-mcp-user-email", email.as_str())?;
+            rw.set.push((
+                http::HeaderName::from_static("x-mcp-user-email"),
+                header_value("x-mcp-user-email", email)?,
+            ));
         }
     }
-    if let (Some(rule), Some(secret)) = (
-        ctx.routing
-            .route
-            .as_ref()
-            .and_then(|r| r.credential.as_ref()),
-        &ctx.credential,
-    ) {
-        up.insert_header(rule.header.clone(), rule.format.replace("{token}", secret))?;
+    if let (Some(rule), Some(secret)) = (route.credential.as_ref(), &ctx.credential) {
+        let name = http::HeaderName::from_bytes(rule.header.as_bytes()).map_err(|e| {
+            Error::because(ErrorType::InvalidHTTPHeader, "credential header name", e)
+        })?;
+        let value = header_value(&rule.header, &rule.format.replace("{token}", secret))?;
+        rw.set.push((name, value));
     }
-    set_forwarded(session, ctx, up)
-}
-
-fn strip(up: &mut RequestHeader, doomed: impl Fn(&str) -> bool) {
-    let names: Vec<http::HeaderName> = up
-        .headers
-        .keys()
-        .filter(|k| doomed(k.as_str()))
-        .cloned()
-        .collect();
-    for name in names {
-        up.remove_header(&name);
-    }
+    set_forwarded(session, ctx, &mut rw.set);
+    Ok(rw)
 }
 
 /// The gateway, not the client, says where a request came from.
-fn set_forwarded(session: &Session, ctx: &Ctx, up: &mut RequestHeader) -> Result<()> {
+fn set_forwarded(
+    session: &Session,
+    ctx: &Ctx,
+    set: &mut Vec<(http::HeaderName, http::HeaderValue)>,
+) {
     if let Some(ip) = ctx.client_ip(session) {
-        up.insert_header("x-forwarded-for", ip.to_string())?;
+        if let Ok(v) = http::HeaderValue::from_str(&ip.to_string()) {
+            set.push((http::header::HeaderName::from_static("x-forwarded-for"), v));
+        }
     }
-    up.insert_header("x-forwarded-proto", "http")?;
-    Ok(())
+    set.push((
+        http::header::HeaderName::from_static("x-forwarded-proto"),
+        http::HeaderValue::from_static("http"),
+    ));
 }
 
 /// `response_filter`: seal the worker's session id; make SSE unbufferable.

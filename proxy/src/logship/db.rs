@@ -21,6 +21,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// docs/benchmarks.md).
 const ROWS_PER_INSERT: usize = 64;
 
+/// The log pool's SQLite connections: the store's settings (before, this pool kept SQLite's
+/// `synchronous = FULL`, a WAL sync per batch), and statement journals in memory: a
+/// multi-row INSERT in a transaction keeps one in case it fails halfway, by default in a
+/// temporary file (8.5 % of a batch's time in `cargo bench -p mcp-proxy --bench logdb`).
+const LOG_SQLITE_PRAGMAS: &[&str] = &["PRAGMA synchronous = NORMAL", "PRAGMA temp_store = MEMORY"];
+
 const COLUMN_COUNT: usize = 25;
 const COLUMNS: &str = "request_id, at, user_id, api_key_id, client_ip, user_agent, route, pool, \
      worker, http_method, rpc_method, tool, session_hash, protocol_version, status, rpc_error, \
@@ -117,7 +123,11 @@ impl LogDb {
 /// `Store::connect`, which prepares an SQLite file and applies migrations.
 pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
     LogDb::prepare(url, migrate).await?;
-    AnyPoolOptions::new()
+    let mut options = AnyPoolOptions::new();
+    if Backend::from_url(url).ok() == Some(Backend::Sqlite) {
+        options = crate::store::sqlite_session(options, LOG_SQLITE_PRAGMAS);
+    }
+    options
         .max_connections(4)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)

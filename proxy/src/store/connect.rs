@@ -76,13 +76,7 @@ impl Store {
             } else {
                 prepare_sqlite_file(url).await?;
             }
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // Safe with WAL (a crash may lose the last commits, never corrupt the file).
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    Ok(())
-                })
-            });
+            options = sqlite_session(options, SQLITE_PRAGMAS);
         }
         if backend == Backend::Postgres {
             // One direct connection first: its error names the cause (refused, auth, TLS),
@@ -180,6 +174,23 @@ async fn prepare_sqlite_file(url: &str) -> Result<()> {
     let conn = options.connect().await?;
     conn.close().await?;
     Ok(())
+}
+
+/// What every SQLite connection of the store's pool sets: `synchronous = NORMAL`, safe with
+/// WAL (a crash may lose the last commits, never corrupt the file). SQLite's default (`FULL`)
+/// syncs the WAL on every commit.
+const SQLITE_PRAGMAS: &[&str] = &["PRAGMA synchronous = NORMAL"];
+
+/// Run `pragmas` on every new connection of an SQLite pool.
+pub fn sqlite_session(options: AnyPoolOptions, pragmas: &'static [&'static str]) -> AnyPoolOptions {
+    options.after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            for p in pragmas {
+                conn.execute(*p).await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// A URL fit for an error message: the password, if any, replaced.

@@ -21,7 +21,9 @@ mod users;
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use codec::{new_id, now};
-pub use connect::{migrate_blocking, AppliedMigration, Backend, DEFAULT_DATABASE_URL};
+pub use connect::{
+    migrate_blocking, sqlite_session, AppliedMigration, Backend, DEFAULT_DATABASE_URL,
+};
 pub use credentials::ServiceCredential;
 pub use error::{Result, StoreError};
 pub use oauth::{OAuthClient, OAuthCode, OAuthConsent, OAuthGrant};
