@@ -15,6 +15,7 @@ pub mod record;
 pub mod spool;
 pub mod stream;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub use record::{AuditRecord, Batch, Entry, Parts, RequestRecord};
 const AUDIT_QUEUE: usize = 16_384;
 /// Spooled batches replayed per tick (the batcher stays responsive while catching up).
 const REPLAY_PER_TICK: usize = 256;
+/// Batches a replica keeps for its own shipper (`Handoff`); older ones are decoded instead.
+const HANDOFF_BATCHES: usize = 32;
 
 /// The proxy side of the pipeline: cheap to call from any phase, never blocks.
 pub struct LogShip {
@@ -172,7 +175,9 @@ impl Sink {
                 Ok(())
             }
             Sink::Db(d) => d.write(batch).await,
-            Sink::Redis { conn, key, maxlen } => stream::add(conn, key, *maxlen, payload).await,
+            Sink::Redis { conn, key, maxlen } => {
+                stream::add(conn, key, *maxlen, payload).await.map(|_| ())
+            }
         }
     }
 }
@@ -181,6 +186,38 @@ struct Batcher {
     sink: Sink,
     spool: Option<Arc<Mutex<spool::Spool>>>,
     metrics: Arc<Metrics>,
+    /// Set when this process also ships the stream into the database.
+    handoff: Option<Arc<Handoff>>,
+}
+
+/// The batches this replica adds to the Redis stream, kept for its own shipper, which
+/// otherwise reads each one back and decodes the JSON it was just encoded into (1.6 µs per
+/// record, the largest item of the shipper after the database write). A batch is found by
+/// its payload, compared byte for byte, so what is written is exactly what the stream
+/// entry holds; it is put here before the `XADD`, since the shipper's blocked read may get
+/// the entry before the batcher sees Redis's answer. Only a shortcut: an entry not found
+/// here (added by another replica, read again after a failed database write, or pushed
+/// out by newer batches while the shipper lagged) is decoded from its payload.
+#[derive(Default)]
+struct Handoff {
+    batches: Mutex<VecDeque<(bytes::Bytes, Vec<Entry>)>>,
+}
+
+impl Handoff {
+    fn put(&self, payload: bytes::Bytes, entries: Vec<Entry>) {
+        if let Ok(mut b) = self.batches.lock() {
+            if b.len() >= HANDOFF_BATCHES {
+                b.pop_front();
+            }
+            b.push_back((payload, entries));
+        }
+    }
+
+    fn take(&self, payload: &[u8]) -> Option<Vec<Entry>> {
+        let mut b = self.batches.lock().ok()?;
+        let at = b.iter().position(|(p, _)| p[..] == *payload)?;
+        b.remove(at).map(|(_, entries)| entries)
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -239,6 +276,30 @@ impl Batcher {
             }
         };
         if !self.spool_backlog().await {
+            if let (Some(h), Sink::Redis { conn, key, maxlen }) = (&self.handoff, &mut self.sink) {
+                drop(parts);
+                let payload = bytes::Bytes::from(payload);
+                let capacity = batch.capacity();
+                h.put(
+                    payload.clone(),
+                    std::mem::replace(batch, Vec::with_capacity(capacity)),
+                );
+                match stream::add(conn, key, *maxlen, &payload).await {
+                    Ok(_) => {
+                        self.metrics
+                            .log_shipped
+                            .with_label_values(&["redis"])
+                            .inc_by(n);
+                    }
+                    Err(e) => {
+                        // Left in the handoff: if the spooled copy is replayed while it is
+                        // still there, the same bytes find the same records.
+                        self.sink_error(&e);
+                        self.to_spool(payload.to_vec(), n).await;
+                    }
+                }
+                return;
+            }
             match self.sink.ship(&parts, &payload).await {
                 Ok(()) => {
                     self.metrics
@@ -373,10 +434,14 @@ pub fn start(
             }
         },
     };
+    let ships_here = redis.is_some() && database.is_some() && cfg.ship;
+    let handoff =
+        (ships_here && matches!(sink, Sink::Redis { .. })).then(|| Arc::new(Handoff::default()));
     let batcher = Batcher {
         sink,
         spool,
         metrics: metrics.clone(),
+        handoff: handoff.clone(),
     };
     let done = ship.flushed_tx.lock().ok().and_then(|mut g| g.take());
     ship.started.store(true, Ordering::Release);
@@ -395,6 +460,7 @@ pub fn start(
             cfg.claim_idle,
             db::LogDb::new(&d.url, d.migrate),
             metrics.clone(),
+            handoff,
         ));
     }
     if let (Some(d), Some(age)) = (database, cfg.retention) {
@@ -506,6 +572,7 @@ async fn run_shipper(
     claim_idle: Duration,
     mut db: db::LogDb,
     metrics: Arc<Metrics>,
+    handoff: Option<Arc<Handoff>>,
 ) {
     let mut conn = match stream::Conn::new(&redis) {
         Ok(c) => c,
@@ -562,8 +629,18 @@ async fn run_shipper(
             continue;
         }
         let mut batches = Vec::with_capacity(entries.len());
+        let mut own = Vec::new();
         let mut ids = Vec::with_capacity(entries.len());
         for (id, payload) in entries {
+            let own_batch = match (&handoff, &payload) {
+                (Some(h), Some(p)) => h.take(p),
+                _ => None,
+            };
+            if let Some(e) = own_batch {
+                own.push(e);
+                ids.push(id);
+                continue;
+            }
             match payload.map(|p| Batch::decode(&p)) {
                 Some(Ok(b)) => batches.push(b),
                 _ => {
@@ -575,6 +652,9 @@ async fn run_shipper(
         let mut parts = Parts::default();
         for b in &batches {
             parts.add(b);
+        }
+        for e in &own {
+            parts.add_entries(e);
         }
         if let Err(e) = db.write(&parts).await {
             metrics.database_errors.with_label_values(&["write"]).inc();
@@ -677,4 +757,49 @@ pub fn print_logs(
         }
     }
     Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: usize, n: usize) -> Vec<Entry> {
+        (first..first + n)
+            .map(|i| {
+                Entry::Request(Box::new(RequestRecord {
+                    request_id: format!("r{i}"),
+                    ..RequestRecord::default()
+                }))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handoff_gives_each_batch_once_by_its_bytes_and_keeps_only_the_newest() {
+        let h = Handoff::default();
+        let payload = |b: &[Entry]| bytes::Bytes::from(Parts::of(b).encode().unwrap_or_default());
+        let (a, b) = (batch(0, 3), batch(3, 2));
+        h.put(payload(&a), a.clone());
+        h.put(payload(&b), b.clone());
+        assert_eq!(h.take(&payload(&b)), Some(b.clone()));
+        assert_eq!(h.take(&payload(&b)), None, "taken once");
+        assert_eq!(
+            h.take(&payload(&batch(7, 3))),
+            None,
+            "another replica's batch"
+        );
+        assert_eq!(h.take(&payload(&a)), Some(a));
+        let many: Vec<Vec<Entry>> = (0..HANDOFF_BATCHES + 2)
+            .map(|i| batch(100 + i, 1))
+            .collect();
+        for m in &many {
+            h.put(payload(m), m.clone());
+        }
+        // The two oldest were pushed out: their entries are decoded from the stream instead.
+        assert_eq!(h.take(&payload(&many[0])), None);
+        assert_eq!(h.take(&payload(&many[1])), None);
+        assert_eq!(h.take(&payload(&many[2])), Some(many[2].clone()));
+        let last = &many[HANDOFF_BATCHES + 1];
+        assert_eq!(h.take(&payload(last)), Some(last.clone()));
+    }
 }

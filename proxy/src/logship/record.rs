@@ -78,13 +78,18 @@ pub struct Parts<'a> {
 impl<'a> Parts<'a> {
     pub fn of(entries: &'a [Entry]) -> Parts<'a> {
         let mut p = Parts::default();
+        p.add_entries(entries);
+        p
+    }
+
+    /// Add a batch as the batcher holds it.
+    pub fn add_entries(&mut self, entries: &'a [Entry]) {
         for e in entries {
             match e {
-                Entry::Request(r) => p.requests.push(r),
-                Entry::Audit(a) => p.audits.push(a),
+                Entry::Request(r) => self.requests.push(r),
+                Entry::Audit(a) => self.audits.push(a),
             }
         }
-        p
     }
 
     /// Add a decoded batch's records (the shipper writes several stream entries at once).

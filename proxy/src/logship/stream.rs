@@ -70,8 +70,13 @@ impl Conn {
     }
 }
 
-/// `XADD key MAXLEN ~ maxlen * b payload`.
-pub async fn add(conn: &mut Conn, key: &str, maxlen: u64, payload: &[u8]) -> Result<(), String> {
+/// `XADD key MAXLEN ~ maxlen * b payload`; the new entry's id.
+pub async fn add(
+    conn: &mut Conn,
+    key: &str,
+    maxlen: u64,
+    payload: &[u8],
+) -> Result<String, String> {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(key)
         .arg("MAXLEN")
@@ -80,7 +85,8 @@ pub async fn add(conn: &mut Conn, key: &str, maxlen: u64, payload: &[u8]) -> Res
         .arg("*")
         .arg("b")
         .arg(payload);
-    conn.run(&cmd, Duration::ZERO).await.map(|_| ())
+    let reply = conn.run(&cmd, Duration::ZERO).await?;
+    text(&reply).ok_or_else(|| format!("XADD answered {reply:?}, not an entry id"))
 }
 
 /// Create the group (reading from the start of the stream) unless it exists.
@@ -109,23 +115,25 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// `[[id, [field, value, …]], …]` → entries.
-fn entries(v: &Value) -> Vec<StreamEntry> {
+/// `[[id, [field, value, …]], …]` → entries (the payloads moved out of the reply, not copied).
+fn entries(v: Value) -> Vec<StreamEntry> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::Array(pair) = item else { continue };
-        let (Some(id), fields) = (pair.first().and_then(text), pair.get(1)) else {
+        let mut pair = pair.into_iter();
+        let (Some(id), fields) = (pair.next().as_ref().and_then(text), pair.next()) else {
             continue;
         };
         let mut payload = None;
         if let Some(Value::Array(kv)) = fields {
-            for chunk in kv.chunks(2) {
-                if let [Value::BulkString(k), Value::BulkString(v)] = chunk {
+            let mut kv = kv.into_iter();
+            while let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+                if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
                     if k == b"b" {
-                        payload = Some(v.clone());
+                        payload = Some(v);
                     }
                 }
             }
@@ -161,9 +169,9 @@ pub async fn read_group(
         return Ok(Vec::new());
     };
     Ok(streams
-        .iter()
+        .into_iter()
         .filter_map(|s| match s {
-            Value::Array(kv) => kv.get(1).map(entries),
+            Value::Array(kv) => kv.into_iter().nth(1).map(entries),
             _ => None,
         })
         .flatten()
@@ -189,7 +197,7 @@ pub async fn autoclaim(
         .arg(READ_COUNT);
     let v = conn.run(&cmd, Duration::ZERO).await?;
     match v {
-        Value::Array(parts) => Ok(parts.get(1).map(entries).unwrap_or_default()),
+        Value::Array(parts) => Ok(parts.into_iter().nth(1).map(entries).unwrap_or_default()),
         _ => Ok(Vec::new()),
     }
 }
@@ -222,6 +230,6 @@ mod tests {
                 Value::BulkString(b"[]".to_vec()),
             ]),
         ])]);
-        assert_eq!(entries(&v), vec![("1-0".to_string(), Some(b"[]".to_vec()))]);
+        assert_eq!(entries(v), vec![("1-0".to_string(), Some(b"[]".to_vec()))]);
     }
 }
