@@ -1075,18 +1075,15 @@ async fn request_log_pool_connections_are_set_up_for_batches() {
             .expect("journal_mode")
             .get(0);
         assert_eq!(journal.to_ascii_lowercase(), "wal");
-        let sync: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(&mut **conn)
-            .await
-            .expect("synchronous")
-            .get(0);
-        assert_eq!(sync, 1, "synchronous = NORMAL");
-        let temp: i64 = sqlx::query("PRAGMA temp_store")
-            .fetch_one(&mut **conn)
-            .await
-            .expect("temp_store")
-            .get(0);
-        assert_eq!(temp, 2, "temp_store = MEMORY");
+        // synchronous = NORMAL (1), temp_store = MEMORY (2).
+        for (pragma, want) in [("synchronous", 1i64), ("temp_store", 2)] {
+            let got: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&mut **conn)
+                .await
+                .expect(pragma)
+                .get(0);
+            assert_eq!(got, want, "PRAGMA {pragma}");
+        }
     }
 }
 

@@ -39,14 +39,8 @@ pub fn on_chunk(
                     // Room for the whole body at once (the declared length): growing chunk by
                     // chunk copied it over and over. Capped, so a client that declares a large
                     // body and sends it slowly does not get the memory ahead of its bytes.
-                    let declared = session
-                        .req_header()
-                        .headers
-                        .get(http::header::CONTENT_LENGTH);
-                    let declared = declared
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
+                    let declared = ctx.body.declared.unwrap_or(0);
+                    let declared = usize::try_from(declared).unwrap_or(usize::MAX);
                     ctx.body.buf.reserve(declared.min(limit).min(RESERVE_AHEAD));
                 }
                 ctx.body.buf.extend_from_slice(&chunk);

@@ -37,6 +37,8 @@ pub struct Routing {
 #[derive(Default)]
 pub struct BodyHold {
     pub active: bool,
+    /// The body's `Content-Length`, as `admit` read and checked it.
+    pub declared: Option<u64>,
     pub buf: BytesMut,
     pub parsed: Option<jsonrpc::Body>,
 }

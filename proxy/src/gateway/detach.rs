@@ -244,41 +244,30 @@ async fn open(
 }
 
 /// The client's request as an h2c worker gets it: the same rewriting as every proxied
-/// request (`rewrite_upstream_request`), in HTTP/2 form (`:authority` from `Host`, no
+/// request (`steps::upstream_rewrite`), in HTTP/2 form (`:authority` from `Host`, no
 /// hop-by-hop headers).
 fn h2c_request(
     session: &Session,
     ctx: &Ctx,
     addr: &std::net::SocketAddr,
 ) -> Result<http::Request<()>> {
-    let mut rewritten = session.req_header().clone();
-    steps::rewrite_upstream_request(session, &mut rewritten, ctx)?;
-    let authority = match rewritten.headers.get(http::header::HOST) {
+    let req = session.req_header();
+    let rewrite = steps::upstream_rewrite(session, req, ctx)?;
+    let authority = match req.headers.get(http::header::HOST) {
         Some(h) => String::from_utf8_lossy(h.as_bytes()).into_owned(),
         None => addr.to_string(),
     };
-    let path = rewritten
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let uri = http::Uri::builder()
         .scheme("http")
         .authority(authority)
-        .path_and_query(path)
+        .path_and_query(rewrite.path_and_query(req))
         .build()
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
     let mut request = http::Request::new(());
     *request.method_mut() = http::Method::GET;
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
-    let headers = request.headers_mut();
-    for (name, value) in rewritten.headers.iter() {
-        if name == http::header::HOST || steps::HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
+    rewrite.write_headers(req, request.headers_mut(), |n| n == "host");
     Ok(request)
 }
 

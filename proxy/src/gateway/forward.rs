@@ -200,7 +200,7 @@ async fn read_body(shared: &Shared, session: &mut Session, ctx: &mut Ctx) -> Res
 }
 
 /// The client's request as the worker gets it: the same rewriting as every proxied request
-/// (`rewrite_upstream_request`), in origin form, with the checked body.
+/// (`steps::upstream_rewrite`), in origin form, with the checked body.
 pub(super) fn upstream_request(
     session: &Session,
     ctx: &Ctx,
@@ -208,11 +208,7 @@ pub(super) fn upstream_request(
 ) -> Result<http::Request<Body>> {
     let req = session.req_header();
     let rewrite = steps::upstream_rewrite(session, req, ctx)?;
-    let path = match &rewrite.path {
-        Some(pq) => pq.as_str(),
-        None => req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-    };
-    let uri = http::Uri::try_from(path)
+    let uri = http::Uri::try_from(rewrite.path_and_query(req))
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream uri", e))?;
     let len = body.len();
     let method = req.method.clone();
@@ -222,17 +218,7 @@ pub(super) fn upstream_request(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.reserve(req.headers.len() + rewrite.set.len() + 1);
-    for (name, value) in req.headers.iter() {
-        let n = name.as_str();
-        if steps::HOP_BY_HOP.contains(&n) || REQUEST_OWN.contains(&n) || !rewrite.keeps(n) {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
-    for (name, value) in rewrite.set {
-        headers.insert(name, value);
-    }
+    rewrite.write_headers(req, headers, |n| REQUEST_OWN.contains(&n));
     if sized {
         headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     }

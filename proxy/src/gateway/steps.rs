@@ -113,6 +113,7 @@ pub fn admit(
                 limit: limits.max_body_bytes,
             });
         }
+        ctx.body.declared = Some(declared);
     }
     ctx.body.active = is_post;
     ctx.routing.runtime = Some(rt);
@@ -367,6 +368,35 @@ impl UpstreamRewrite {
         !doomed
     }
 
+    /// The worker's path and query: the new one, or the client's.
+    pub fn path_and_query<'r>(&'r self, req: &'r RequestHeader) -> &'r str {
+        match &self.path {
+            Some(pq) => pq.as_str(),
+            None => req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        }
+    }
+
+    /// Into a request the gateway sends itself: the client's headers that pass (and that
+    /// `skip` does not name, the hop's own), then the gateway's own.
+    pub fn write_headers(
+        self,
+        req: &RequestHeader,
+        headers: &mut http::HeaderMap,
+        skip: impl Fn(&str) -> bool,
+    ) {
+        headers.reserve(req.headers.len() + self.set.len() + 1);
+        for (name, value) in req.headers.iter() {
+            let n = name.as_str();
+            if HOP_BY_HOP.contains(&n) || skip(n) || !self.keeps(n) {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        for (name, value) in self.set {
+            headers.insert(name, value);
+        }
+    }
+
     /// Applied to Pingora's request header.
     pub fn apply(mut self, up: &mut RequestHeader) -> Result<()> {
         if let Some(pq) = self.path.take() {
@@ -399,6 +429,12 @@ pub fn rewrite_upstream_request(
     ctx: &Ctx,
 ) -> Result<()> {
     upstream_rewrite(session, up, ctx)?.apply(up)
+}
+
+/// One of the gateway's own headers; a value that cannot be a header value fails the request.
+fn own(name: &'static str, value: &str) -> Result<(http::HeaderName, http::HeaderValue)> {
+    let value = header_value(name, value)?;
+    Ok((http::HeaderName::from_static(name), value))
 }
 
 fn header_value(name: &str, value: &str) -> Result<http::HeaderValue> {
@@ -444,29 +480,14 @@ pub fn upstream_rewrite(
         );
     }
     if let Some(claims) = &ctx.routing.claims {
-        rw.set.push((
-            http::HeaderName::from_static(headers::SESSION_ID),
-            header_value(headers::SESSION_ID, &claims.upstream_id)?,
-        ));
+        rw.set.push(own(headers::SESSION_ID, &claims.upstream_id)?);
     }
     if let Some(id) = &ctx.identity {
-        rw.set.push((
-            http::HeaderName::from_static("x-mcp-user-id"),
-            header_value("x-mcp-user-id", &id.subject)?,
-        ));
-        rw.set.push((
-            http::HeaderName::from_static("x-mcp-user-issuer"),
-            header_value("x-mcp-user-issuer", &id.issuer)?,
-        ));
-        rw.set.push((
-            http::HeaderName::from_static("x-mcp-user-roles"),
-            header_value("x-mcp-user-roles", &id.roles.join(","))?,
-        ));
+        rw.set.push(own("x-mcp-user-id", &id.subject)?);
+        rw.set.push(own("x-mcp-user-issuer", &id.issuer)?);
+        rw.set.push(own("x-mcp-user-roles", &id.roles.join(","))?);
         if let Some(email) = &id.email {
-            rw.set.push((
-                http::HeaderName::from_static("x-mcp-user-email"),
-                header_value("x-mcp-user-email", email)?,
-            ));
+            rw.set.push(own("x-mcp-user-email", email)?);
         }
     }
     if let (Some(rule), Some(secret)) = (route.credential.as_ref(), &ctx.credential) {

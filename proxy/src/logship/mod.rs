@@ -262,9 +262,8 @@ impl Batcher {
             return;
         }
         let n = batch.len() as u64;
-        let parts = Parts::of(batch);
-        let payload = match parts.encode() {
-            Ok(p) => p,
+        let payload = match Parts::of(batch).encode() {
+            Ok(p) => bytes::Bytes::from(p),
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a log batch; dropped");
                 self.metrics
@@ -276,31 +275,21 @@ impl Batcher {
             }
         };
         if !self.spool_backlog().await {
-            if let (Some(h), Sink::Redis { conn, key, maxlen }) = (&self.handoff, &mut self.sink) {
-                drop(parts);
-                let payload = bytes::Bytes::from(payload);
-                let capacity = batch.capacity();
-                h.put(
-                    payload.clone(),
-                    std::mem::replace(batch, Vec::with_capacity(capacity)),
-                );
-                match stream::add(conn, key, *maxlen, &payload).await {
-                    Ok(_) => {
-                        self.metrics
-                            .log_shipped
-                            .with_label_values(&["redis"])
-                            .inc_by(n);
-                    }
-                    Err(e) => {
-                        // Left in the handoff: if the spooled copy is replayed while it is
-                        // still there, the same bytes find the same records.
-                        self.sink_error(&e);
-                        self.to_spool(payload.to_vec(), n).await;
-                    }
+            let handoff = self.handoff.clone();
+            let shipped = match (&handoff, &mut self.sink) {
+                // Handed over before the XADD (see `Handoff`). Should the XADD fail, it stays
+                // there: a replay of the spooled copy is the same bytes, the same records.
+                (Some(h), Sink::Redis { conn, key, maxlen }) => {
+                    let capacity = batch.capacity();
+                    h.put(
+                        payload.clone(),
+                        std::mem::replace(batch, Vec::with_capacity(capacity)),
+                    );
+                    stream::add(conn, key, *maxlen, &payload).await.map(|_| ())
                 }
-                return;
-            }
-            match self.sink.ship(&parts, &payload).await {
+                (_, sink) => sink.ship(&Parts::of(batch), &payload).await,
+            };
+            match shipped {
                 Ok(()) => {
                     self.metrics
                         .log_shipped
@@ -316,7 +305,7 @@ impl Batcher {
         batch.clear();
     }
 
-    async fn to_spool(&self, payload: Vec<u8>, n: u64) {
+    async fn to_spool(&self, payload: bytes::Bytes, n: u64) {
         let Some(spool) = &self.spool else {
             self.metrics
                 .log_dropped
