@@ -1,7 +1,7 @@
 //! Start-up and shutdown: build the runtime, start the control plane, run Pingora, and on
 //! SIGTERM/SIGINT drain in-flight requests, stop the workers, exit.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,9 +49,102 @@ const MCP_LISTENER_READ_BUFFER: usize = 0;
 /// connection that sends nothing (or a few bytes) would be held forever (docs/security.md).
 /// Here those bytes must arrive within `limits.client_read_timeout`. (Between the requests of
 /// a kept-alive connection Pingora's own 60 s keep-alive timeout applies.)
+///
+/// It also holds the gateway-wide cap on open client connections (`limits.max_connections`):
+/// beyond it a new connection gets a 503 and is closed, so memory under overload is bounded
+/// by the cap instead of by what clients open.
 struct FirstBytesDeadline {
     inner: Arc<pingora::proxy::HttpProxy<Gateway>>,
     shared: Arc<Shared>,
+    connections: ConnectionSlots,
+}
+
+/// Open client connections, counted for `limits.max_connections` and the
+/// `mcp_gateway_client_connections` gauge.
+struct ConnectionSlots {
+    open: AtomicUsize,
+    gauge: prometheus::IntGauge,
+    /// When a refusal was last logged (seconds on the process clock); a warning at most
+    /// every `REFUSAL_LOG_EVERY`.
+    warned_at: AtomicU64,
+    epoch: Instant,
+}
+
+/// Held for a connection's life.
+struct Slot<'a>(&'a ConnectionSlots);
+
+impl ConnectionSlots {
+    fn new(gauge: prometheus::IntGauge) -> ConnectionSlots {
+        ConnectionSlots {
+            open: AtomicUsize::new(0),
+            gauge,
+            warned_at: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A slot when fewer than `limit` connections are open.
+    fn take(&self, limit: usize) -> Option<Slot<'_>> {
+        let now = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if now > limit {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.gauge.inc();
+        Some(Slot(self))
+    }
+
+    /// Whether this refusal should be logged: the first, then one per interval.
+    fn should_warn(&self) -> bool {
+        let now = self.epoch.elapsed().as_secs();
+        let last = self.warned_at.load(Ordering::Acquire);
+        (last == u64::MAX || now >= last.saturating_add(REFUSAL_LOG_EVERY.as_secs()))
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.dec();
+    }
+}
+
+/// At most one warning per this interval while connections are refused (the metric counts
+/// each one).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a refused connection may take to accept its 503: the write, then reading what
+/// the client already sent (closing with unread bytes would reset the connection and could
+/// destroy the answer before the client reads it).
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Answer a connection beyond `limits.max_connections`: 503 with the JSON-RPC error an
+/// in-flight-limit refusal carries, `Retry-After: 1`, `Connection: close`. HTTP/1.1 whatever
+/// the client speaks: an HTTP/2 client sees a protocol error, and the connection closes
+/// either way.
+async fn refuse_connection(mut stream: Stream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = crate::mcp::errors::GatewayError::TooManyConnections { limit };
+    let body = e.jsonrpc_error_body(None);
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.flush().await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 #[async_trait]
@@ -61,7 +154,26 @@ impl ServerApp for FirstBytesDeadline {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limit = self.shared.runtime.load().config.limits.client_read_timeout;
+        let (limit, max_connections) = {
+            let rt = self.shared.runtime.load();
+            let limits = &rt.config.limits;
+            (limits.client_read_timeout, limits.max_connections)
+        };
+        let Some(_slot) = self.connections.take(max_connections) else {
+            self.shared
+                .metrics
+                .refusals
+                .with_label_values(&["max_connections"])
+                .inc();
+            if self.connections.should_warn() {
+                tracing::warn!(
+                    limit = max_connections,
+                    "client connection limit reached; new connections get 503 (limits.max_connections)"
+                );
+            }
+            refuse_connection(stream, max_connections).await;
+            return None;
+        };
         // The same peek Pingora does next: it reads and rewinds, so nothing is lost.
         let mut first = [0u8; 24];
         match tokio::time::timeout(limit, stream.try_peek(&mut first)).await {
@@ -205,6 +317,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         FirstBytesDeadline {
             inner: Arc::new(http),
             shared: shared.clone(),
+            connections: ConnectionSlots::new(shared.metrics.client_connections.clone()),
         },
     );
     // Pingora's default 64 KiB L4 read buffer is a zero-filled tokio `BufReader`: 64 KiB of

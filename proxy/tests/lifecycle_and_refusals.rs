@@ -489,3 +489,116 @@ async fn calls_beyond_the_in_flight_limit_get_503_at_once_and_streams_do_not_cou
     assert_eq!(result_text(&v.unwrap_or_default()), "5");
     drop(stream);
 }
+
+/// A raw client connection that has sent part of a request header: the gateway holds it open
+/// (waiting for the rest), so it keeps its connection slot.
+async fn held_connection(port: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    s
+}
+
+/// Send a whole request on a new connection and read until the gateway closes it or 2 s pass.
+async fn one_request(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn wait_open_connections(gw: &Gateway, n: f64) {
+    for _ in 0..100 {
+        if metric(&gw.metrics().await, "mcp_gateway_client_connections") == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mcp_gateway_client_connections never reached {n}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_used() {
+    let (port, admin) = (free_port(), free_port());
+    let gw = Gateway::start_with(
+        &spawn_pool_config(port, admin, 1, "limits: { max_connections: 2 }\n"),
+        port,
+        admin,
+    )
+    .await;
+    let a = held_connection(port).await;
+    let _b = held_connection(port).await;
+    wait_open_connections(&gw, 2.0).await;
+
+    // The third is answered at once and closed.
+    let refused = one_request(port).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 503 "),
+        "refused connection got: {refused:?}"
+    );
+    let head = refused.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{refused}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{refused}");
+    let body = refused.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], -32030, "{refused}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 client connections"),
+        "{v}"
+    );
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "mcp_gateway_refusals_total{reason=\"max_connections\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "mcp_gateway_client_connections"), 2.0);
+    assert!(
+        gw.log_text().contains("client connection limit reached"),
+        "{}",
+        gw.log_text()
+    );
+
+    // A closed connection frees its slot: the next one is served (404: no route there).
+    drop(a);
+    wait_open_connections(&gw, 1.0).await;
+    let _c = held_connection(port).await;
+    wait_open_connections(&gw, 2.0).await;
+    assert!(one_request(port).await.starts_with("HTTP/1.1 503 "));
+
+    // A reload raises the limit for the next connection, with the others still open.
+    let cfg = gw.log.with_file_name("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        spawn_pool_config(port, admin, 1, "limits: { max_connections: 3 }\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gw.signal(libc::SIGHUP);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = one_request(port).await;
+        if !answer.starts_with("HTTP/1.1 503 ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 404 "),
+        "after reload: {answer:?}"
+    );
+}

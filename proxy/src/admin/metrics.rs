@@ -23,6 +23,8 @@ pub struct Metrics {
     pub ratelimit_redis_calls: IntCounter,
     /// 1 while rate-limit checks cannot reach Redis (each policy's `on_redis_error` applies).
     pub ratelimit_redis_down: IntGauge,
+    /// Client connections open now (`limits.max_connections` caps it).
+    pub client_connections: IntGauge,
     pub log_dropped: IntCounterVec,
     pub log_shipped: IntCounterVec,
     pub log_spooled: IntCounter,
@@ -251,6 +253,11 @@ impl Metrics {
         registry.register(Box::new(ratelimit_redis_errors.clone()))?;
         registry.register(Box::new(ratelimit_redis_calls.clone()))?;
         registry.register(Box::new(ratelimit_redis_down.clone()))?;
+        let client_connections = IntGauge::new(
+            "mcp_gateway_client_connections",
+            "Client connections open now (limits.max_connections caps them)",
+        )?;
+        registry.register(Box::new(client_connections.clone()))?;
         let c = |name: &str, help: &str| IntCounter::new(name, help);
         let cv = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
@@ -352,6 +359,7 @@ impl Metrics {
             ratelimit_redis_errors,
             ratelimit_redis_calls,
             ratelimit_redis_down,
+            client_connections,
             log_dropped,
             log_shipped,
             log_spooled,

@@ -348,6 +348,9 @@ pub struct LimitsFile {
     /// POST requests the gateway works on at once; beyond, 503 at once (0: no limit).
     #[serde(default = "default_max_inflight_calls")]
     pub max_inflight_calls: Spanned<u64>,
+    /// Client connections open at once; one more is answered with 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<u64>,
 }
 
 impl Default for LimitsFile {
@@ -358,12 +361,17 @@ impl Default for LimitsFile {
             client_write_timeout: default_client_timeout(),
             max_batch_len: default_max_batch(),
             max_inflight_calls: default_max_inflight_calls(),
+            max_connections: default_max_connections(),
         }
     }
 }
 
 fn default_max_inflight_calls() -> Spanned<u64> {
     Spanned::new(4096, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_max_connections() -> Spanned<u64> {
+    Spanned::new(50_000, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 fn default_max_batch() -> Spanned<u64> {

@@ -226,6 +226,8 @@ pub struct Limits {
     pub max_batch_len: usize,
     /// POST requests in progress at once, gateway-wide; 0: no limit.
     pub max_inflight_calls: usize,
+    /// Client connections open at once, gateway-wide (`server::ConnectionSlots`).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -281,6 +281,14 @@ impl Validator<'_> {
                 "expected 0 (no limit) to 1000000",
             );
         }
+        let max_conns = &f.limits.max_connections;
+        if max_conns.value == 0 || max_conns.value > 10_000_000 {
+            self.err(
+                &max_conns.referenced,
+                "limits.max_connections",
+                "expected 1 to 10000000",
+            );
+        }
         let mut origins = Vec::new();
         for (i, o) in f.allowed_origins.iter().enumerate() {
             match OriginRule::parse(&o.value) {
@@ -508,6 +516,7 @@ impl Validator<'_> {
                 client_write_timeout: f.limits.client_write_timeout.0,
                 max_batch_len: usize::try_from(max_batch.value).unwrap_or(usize::MAX),
                 max_inflight_calls: usize::try_from(max_calls.value).unwrap_or(usize::MAX),
+                max_connections: usize::try_from(max_conns.value).unwrap_or(usize::MAX),
             },
             origins,
             client_ip,
@@ -1342,6 +1351,15 @@ mod hardening_limit_tests {
             assert!(errs.contains("t.yaml:8:"), "{errs}");
             assert!(errs.contains("limits.max_batch_len"), "{errs}");
             assert!(errs.contains("expected 1 to 100000"), "{errs}");
+        }
+        assert_eq!(cfg.limits.max_connections, 50_000);
+        for bad in ["0", "10000001"] {
+            let text = format!("{BASE}limits:\n  max_connections: {bad}\n");
+            let errs = parse_and_validate(&text, "t.yaml").unwrap_err().to_string();
+            assert!(
+                errs.contains("t.yaml:8:") && errs.contains("limits.max_connections"),
+                "{errs}"
+            );
         }
     }
 }

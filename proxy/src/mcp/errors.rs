@@ -41,6 +41,8 @@ pub enum GatewayError {
     RateLimited(Box<crate::ratelimit::Limited>),
     #[error("the gateway is at its limit of {limit} calls in progress; retry shortly")]
     Overloaded { limit: usize },
+    #[error("the gateway is at its limit of {limit} client connections; retry shortly")]
+    TooManyConnections { limit: usize },
     #[error("internal gateway error")]
     Internal,
 }
@@ -59,7 +61,9 @@ impl GatewayError {
             GatewayError::Parse(_)
             | GatewayError::InvalidRequest(_)
             | GatewayError::HeaderMismatch(_) => 400,
-            GatewayError::NoHealthyWorker { .. } | GatewayError::Overloaded { .. } => 503,
+            GatewayError::NoHealthyWorker { .. }
+            | GatewayError::Overloaded { .. }
+            | GatewayError::TooManyConnections { .. } => 503,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamFailed => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::RateLimited(_) => 429,
@@ -89,7 +93,7 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamFailed => -32002,
             GatewayError::RateLimited(_) => -32029,
-            GatewayError::Overloaded { .. } => -32030,
+            GatewayError::Overloaded { .. } | GatewayError::TooManyConnections { .. } => -32030,
             GatewayError::Internal => -32603,
         }
     }
@@ -115,6 +119,7 @@ impl GatewayError {
             GatewayError::UpstreamFailed => "upstream_failed",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Overloaded { .. } => "overloaded",
+            GatewayError::TooManyConnections { .. } => "max_connections",
             GatewayError::Internal => "internal",
         }
     }
