@@ -20,6 +20,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// alone took half the gateway's CPU; at 8 rows still a third of the database thread's,
 /// docs/benchmarks.md).
 const ROWS_PER_INSERT: usize = 64;
+// `chunk_sizes` splits what is left of a batch into smaller powers of two.
+const _: () = assert!(ROWS_PER_INSERT.is_power_of_two());
 
 /// The log pool's SQLite connections: the store's settings (before, this pool kept SQLite's
 /// `synchronous = FULL`, a WAL sync per batch), and statement journals in memory: a
@@ -135,13 +137,32 @@ pub async fn connect(url: &str, migrate: bool) -> Result<AnyPool, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Row counts of the INSERTs that write `n` records: statements of `ROWS_PER_INSERT` rows,
+/// then the rest as descending powers of two (100 → 64, 32, 4). Each connection prepares and
+/// caches a statement per shape; with the rest in one statement, a batch of any size up to
+/// 64 added a shape (64 of them per connection, each compiled once at ~1 million instructions
+/// and kept with its 25 parameters per row), while these are at most 7.
+fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = n / ROWS_PER_INSERT;
+    let rest = n % ROWS_PER_INSERT;
+    std::iter::repeat_n(ROWS_PER_INSERT, full).chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|bit| 1usize << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
 pub async fn write_batch(
     pool: &AnyPool,
     entries: &Parts<'_>,
     backend: Backend,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    for chunk in entries.requests.chunks(ROWS_PER_INSERT) {
+    let mut rest = &entries.requests[..];
+    for rows in chunk_sizes(rest.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
         // Written here rather than with sqlx's QueryBuilder, which writes `?` for the Any
         // driver whatever the database (PostgreSQL does not read it).
         let mut sql = format!("INSERT INTO request_logs ({COLUMNS}) VALUES ");
@@ -331,7 +352,28 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_since;
+    use super::{chunk_sizes, parse_since, ROWS_PER_INSERT};
+
+    #[test]
+    fn batches_are_written_in_a_few_statement_shapes() {
+        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
+        assert_eq!(sizes(200), [64, 64, 64, 8]);
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..=1000 {
+            let s = sizes(n);
+            assert_eq!(s.iter().sum::<usize>(), n, "{n}: {s:?}");
+            assert!(s
+                .iter()
+                .all(|&r| r.is_power_of_two() && r <= ROWS_PER_INSERT));
+            shapes.extend(s);
+        }
+        assert_eq!(shapes.len(), 7, "{shapes:?}");
+    }
 
     #[test]
     fn since_takes_durations_and_times() {
