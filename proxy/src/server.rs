@@ -68,10 +68,24 @@ struct ConnectionSlots {
     /// every `REFUSAL_LOG_EVERY`.
     warned_at: AtomicU64,
     epoch: Instant,
+    /// Refused connections still being answered (`refuse_connection`).
+    refusing: AtomicUsize,
 }
 
 /// Held for a connection's life.
 struct Slot<'a>(&'a ConnectionSlots);
+
+/// Held while a refused connection is answered.
+struct Refusing<'a>(&'a AtomicUsize);
+
+/// Add one to `counter` unless that passes `limit`.
+fn count_within(counter: &AtomicUsize, limit: usize) -> bool {
+    if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
 
 impl ConnectionSlots {
     fn new(gauge: prometheus::IntGauge) -> ConnectionSlots {
@@ -80,18 +94,29 @@ impl ConnectionSlots {
             gauge,
             warned_at: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
+            refusing: AtomicUsize::new(0),
         }
     }
 
     /// A slot when fewer than `limit` connections are open.
     fn take(&self, limit: usize) -> Option<Slot<'_>> {
-        let now = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        if now > limit {
-            self.open.fetch_sub(1, Ordering::AcqRel);
+        if !count_within(&self.open, limit) {
             return None;
         }
         self.gauge.inc();
         Some(Slot(self))
+    }
+
+    /// Leave to answer a refused connection, while fewer than `refusing_limit(limit)` are
+    /// being answered; beyond, the connection is closed at once without an answer, so a
+    /// flood of clients that never close cannot hold sockets past the cap for the linger.
+    fn refuse(&self, limit: usize) -> Option<Refusing<'_>> {
+        // Built only once counted: a guard built and dropped on refusal would give back a
+        // count it never took (`bool::then_some` builds its value either way).
+        if !count_within(&self.refusing, refusing_limit(limit)) {
+            return None;
+        }
+        Some(Refusing(&self.refusing))
     }
 
     /// Whether this refusal should be logged: the first, then one per interval.
@@ -111,6 +136,18 @@ impl Drop for Slot<'_> {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
         self.0.gauge.dec();
     }
+}
+
+impl Drop for Refusing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Refused connections answered at once, for a cap of `max_connections`: a sixteenth of it,
+/// at least 16, at most 4,096.
+fn refusing_limit(max_connections: usize) -> usize {
+    (max_connections / 16).clamp(16, 4096)
 }
 
 /// At most one warning per this interval while connections are refused (the metric counts
@@ -171,7 +208,10 @@ impl ServerApp for FirstBytesDeadline {
                     "client connection limit reached; new connections get 503 (limits.max_connections)"
                 );
             }
-            refuse_connection(stream, max_connections).await;
+            // Without leave, `stream` is dropped here: closed with no answer.
+            if let Some(_answering) = self.connections.refuse(max_connections) {
+                refuse_connection(stream, max_connections).await;
+            }
             return None;
         };
         // The same peek Pingora does next: it reads and rewinds, so nothing is lost.

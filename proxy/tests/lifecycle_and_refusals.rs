@@ -527,8 +527,8 @@ async fn wait_open_connections(gw: &Gateway, n: f64) {
     panic!("mcp_gateway_client_connections never reached {n}");
 }
 
-#[tokio::test]
-async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_used() {
+/// A gateway capped at 2 client connections, both held open.
+async fn gateway_at_its_connection_limit() -> (Gateway, [tokio::net::TcpStream; 2]) {
     let (port, admin) = (free_port(), free_port());
     let gw = Gateway::start_with(
         &spawn_pool_config(port, admin, 1, "limits: { max_connections: 2 }\n"),
@@ -536,9 +536,15 @@ async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_us
         admin,
     )
     .await;
-    let a = held_connection(port).await;
-    let _b = held_connection(port).await;
+    let held = [held_connection(port).await, held_connection(port).await];
     wait_open_connections(&gw, 2.0).await;
+    (gw, held)
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_used() {
+    let (gw, [a, _b]) = gateway_at_its_connection_limit().await;
+    let (port, admin) = (gw.port, gw.admin);
 
     // The third is answered at once and closed.
     let refused = one_request(port).await;
@@ -601,4 +607,49 @@ async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_us
         answer.starts_with("HTTP/1.1 404 "),
         "after reload: {answer:?}"
     );
+}
+
+#[tokio::test]
+async fn refused_connections_beyond_those_being_answered_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _held) = gateway_at_its_connection_limit().await;
+    let port = gw.port;
+    // Clients that send a request and then keep their socket open: each refused one is
+    // answered and lingered on for up to 500 ms, but at most 16 at once (a sixteenth of the
+    // cap, at least 16); the others are closed without an answer.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let _ = s
+            .write_all(b"GET /nowhere HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await;
+        flood.push(s);
+    }
+    let (mut answered, mut closed) = (0, 0);
+    for s in &mut flood {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 503 ") => answered += 1,
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    // The 40 connect within a few milliseconds, far inside the 500 ms each answered one
+    // is lingered on.
+    assert_eq!(
+        (answered, closed),
+        (16, 24),
+        "answered, closed without an answer"
+    );
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "mcp_gateway_refusals_total{reason=\"max_connections\"}"
+        ),
+        40.0
+    );
+    assert_eq!(metric(&text, "mcp_gateway_client_connections"), 2.0);
 }
