@@ -706,3 +706,160 @@ async fn identity_abuse_never_reaches_the_worker_as_given() {
     assert_eq!(status, 401);
     assert!(up.requests().is_empty());
 }
+
+/// A raw client connection that has sent part of a request header: the gateway holds it open
+/// (waiting for the rest), so it keeps its connection slot.
+async fn held_connection(port: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    s
+}
+
+/// The answer to a whole request on a new connection, read until the gateway closes it or
+/// 2 s pass.
+async fn one_request(port: u16) -> String {
+    let request = b"GET /nowhere HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n";
+    let (raw, _) = exchange_until_close(port, request, Duration::from_secs(2)).await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+async fn wait_open_connections(gw: &Gateway, n: f64) {
+    for _ in 0..100 {
+        if metric(&gw.metrics().await, "mcp_gateway_client_connections") == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mcp_gateway_client_connections never reached {n}");
+}
+
+/// A gateway capped at 2 client connections, both held open.
+async fn gateway_at_its_connection_limit() -> (Gateway, [tokio::net::TcpStream; 2]) {
+    let (port, admin) = (free_port(), free_port());
+    let gw = Gateway::start_with(
+        &spawn_pool_config(port, admin, 1, "limits: { max_connections: 2 }\n"),
+        port,
+        admin,
+    )
+    .await;
+    let held = [held_connection(port).await, held_connection(port).await];
+    wait_open_connections(&gw, 2.0).await;
+    (gw, held)
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_a_freed_or_reloaded_slot_is_used() {
+    let (gw, [a, _b]) = gateway_at_its_connection_limit().await;
+    let (port, admin) = (gw.port, gw.admin);
+
+    // The third is answered at once and closed.
+    let refused = one_request(port).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 503 "),
+        "refused connection got: {refused:?}"
+    );
+    let head = refused.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{refused}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{refused}");
+    let v = error_of(refused.as_bytes());
+    assert_eq!(v["error"]["code"], -32030, "{refused}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 client connections"),
+        "{v}"
+    );
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "mcp_gateway_refusals_total{reason=\"max_connections\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "mcp_gateway_client_connections"), 2.0);
+    assert!(
+        gw.log_text().contains("client connection limit reached"),
+        "{}",
+        gw.log_text()
+    );
+
+    // A closed connection frees its slot: the next one is served (404: no route there).
+    drop(a);
+    wait_open_connections(&gw, 1.0).await;
+    let _c = held_connection(port).await;
+    wait_open_connections(&gw, 2.0).await;
+    assert!(one_request(port).await.starts_with("HTTP/1.1 503 "));
+
+    // A reload raises the limit for the next connection, with the others still open.
+    let cfg = gw.log.with_file_name("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        spawn_pool_config(port, admin, 1, "limits: { max_connections: 3 }\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gw.signal(libc::SIGHUP);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = one_request(port).await;
+        if !answer.starts_with("HTTP/1.1 503 ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 404 "),
+        "after reload: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_connections_beyond_those_being_answered_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _held) = gateway_at_its_connection_limit().await;
+    let port = gw.port;
+    // Clients that send a request and then keep their socket open: each refused one is
+    // answered and lingered on for up to 500 ms, but at most 16 at once (a sixteenth of the
+    // cap, at least 16); the others are closed without an answer.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let _ = s
+            .write_all(b"GET /nowhere HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await;
+        flood.push(s);
+    }
+    let (mut answered, mut closed) = (0, 0);
+    for s in &mut flood {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 503 ") => answered += 1,
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    // The 40 connect within a few milliseconds, far inside the 500 ms each answered one
+    // is lingered on.
+    assert_eq!(
+        (answered, closed),
+        (16, 24),
+        "answered, closed without an answer"
+    );
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "mcp_gateway_refusals_total{reason=\"max_connections\"}"
+        ),
+        40.0
+    );
+    assert_eq!(metric(&text, "mcp_gateway_client_connections"), 2.0);
+}

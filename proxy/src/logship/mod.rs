@@ -175,9 +175,7 @@ impl Sink {
                 Ok(())
             }
             Sink::Db(d) => d.write(batch).await,
-            Sink::Redis { conn, key, maxlen } => {
-                stream::add(conn, key, *maxlen, payload).await.map(|_| ())
-            }
+            Sink::Redis { conn, key, maxlen } => stream::add(conn, key, *maxlen, payload).await,
         }
     }
 }
@@ -285,7 +283,7 @@ impl Batcher {
                         payload.clone(),
                         std::mem::replace(batch, Vec::with_capacity(capacity)),
                     );
-                    stream::add(conn, key, *maxlen, &payload).await.map(|_| ())
+                    stream::add(conn, key, *maxlen, &payload).await
                 }
                 (_, sink) => sink.ship(&Parts::of(batch), &payload).await,
             };

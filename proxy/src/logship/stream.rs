@@ -70,13 +70,8 @@ impl Conn {
     }
 }
 
-/// `XADD key MAXLEN ~ maxlen * b payload`; the new entry's id.
-pub async fn add(
-    conn: &mut Conn,
-    key: &str,
-    maxlen: u64,
-    payload: &[u8],
-) -> Result<String, String> {
+/// `XADD key MAXLEN ~ maxlen * b payload`; an answer that is not an entry id is an error.
+pub async fn add(conn: &mut Conn, key: &str, maxlen: u64, payload: &[u8]) -> Result<(), String> {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(key)
         .arg("MAXLEN")
@@ -86,7 +81,9 @@ pub async fn add(
         .arg("b")
         .arg(payload);
     let reply = conn.run(&cmd, Duration::ZERO).await?;
-    text(&reply).ok_or_else(|| format!("XADD answered {reply:?}, not an entry id"))
+    text(&reply)
+        .map(|_| ())
+        .ok_or_else(|| format!("XADD answered {reply:?}, not an entry id"))
 }
 
 /// Create the group (reading from the start of the stream) unless it exists.
