@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Bearer token (Authorization header).
     #[arg(long, env = "MCP_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an https:// URL: a PEM file of CA certificates to trust besides the system's
+    /// (a gateway whose certificate a private CA signed).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// MCP protocol revision: 2025-06-18 (sessions) or 2026-07-28 (stateless).
     #[arg(long, value_enum, default_value = "2025-06-18")]
     pub protocol: Protocol,
@@ -141,6 +145,10 @@ pub struct StreamsArgs {
     /// Bearer token (Authorization header).
     #[arg(long, env = "MCP_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an https:// URL: a PEM file of CA certificates to trust besides the system's
+    /// (a gateway whose certificate a private CA signed).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Sessions (and streams) being opened at once.
     #[arg(long, default_value_t = 64)]
     pub open_concurrency: usize,
@@ -175,6 +183,7 @@ impl StreamsArgs {
             hold: self.hold,
             settle: self.settle,
             token: self.token.clone().filter(|t| !t.is_empty()),
+            ca_file: self.ca_file.clone(),
             open_concurrency: self.open_concurrency,
             timeout: self.timeout,
             watch,
@@ -240,6 +249,7 @@ impl RunArgs {
             mix: Mix::parse(&self.workload)?,
             payload_bytes: self.payload_bytes,
             token: self.token.clone().filter(|t| !t.is_empty()),
+            ca_file: self.ca_file.clone(),
             protocol: self.protocol,
             timeout: self.timeout,
             max_in_flight: self.max_in_flight,

@@ -460,6 +460,7 @@ mod tests {
             mix: Mix::parse("small_call=1").expect("mix"),
             payload_bytes: 0,
             token: None,
+            ca_file: None,
             protocol: Protocol::V2025_06_18,
             timeout: Duration::from_secs(1),
             max_in_flight: 10,

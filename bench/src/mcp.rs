@@ -295,15 +295,36 @@ pub struct McpClient {
 }
 
 impl McpClient {
-    /// A client for `url`; `token` is sent as `Authorization: Bearer`.
-    pub fn new(url: &str, token: Option<&str>, protocol: Protocol) -> Result<McpClient, String> {
+    /// A client for `url`; `token` is sent as `Authorization: Bearer`. For an https:// URL
+    /// the server's certificate is verified against the system's roots and the CA
+    /// certificates in `ca_file`.
+    pub fn new(
+        url: &str,
+        token: Option<&str>,
+        protocol: Protocol,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<McpClient, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("invalid --url {url:?}: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "--url must be http:// (this build has no TLS), got {}",
-                url.scheme()
-            ));
+        match url.scheme() {
+            "http" | "https" => {}
+            other => return Err(format!("--url must be http:// or https://, got {other}")),
         }
+        let cas = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("--ca-file {}: {}", path.display(), error_chain(&e)))?;
+                if certs.is_empty() {
+                    return Err(format!(
+                        "--ca-file {}: no PEM certificate in it",
+                        path.display()
+                    ));
+                }
+                certs
+            }
+            None => Vec::new(),
+        };
         let auth = match token {
             Some(t) => Some(
                 HeaderValue::from_str(&format!("Bearer {t}"))
@@ -317,6 +338,7 @@ impl McpClient {
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
+            .tls_certs_merge(cas)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         Ok(McpClient {
@@ -636,6 +658,25 @@ impl McpClient {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn urls_and_ca_files_are_checked_up_front() {
+        let p = Protocol::V2025_06_18;
+        let err = McpClient::new("ftp://127.0.0.1/mcp", None, p, None).expect_err("ftp");
+        assert!(err.contains("http:// or https://"), "{err}");
+        assert!(McpClient::new("https://127.0.0.1/mcp", None, p, None).is_ok());
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        let err = McpClient::new("https://127.0.0.1/mcp", None, p, Some(missing))
+            .expect_err("missing file");
+        assert!(err.contains("--ca-file /nonexistent/ca.pem"), "{err}");
+        let empty =
+            std::env::temp_dir().join(format!("mcp-bench-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = McpClient::new("https://127.0.0.1/mcp", None, p, Some(&empty))
+            .expect_err("no certificate");
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let _ = std::fs::remove_file(&empty);
+    }
 
     #[test]
     fn body_shapes() {

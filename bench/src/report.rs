@@ -617,6 +617,7 @@ mod tests {
             mix: Mix::parse("small_call=3,large_call=1").expect("mix"),
             payload_bytes: 1024,
             token: Some("secret-token".into()),
+            ca_file: None,
             protocol: Protocol::V2025_06_18,
             timeout: Duration::from_secs(5),
             max_in_flight: 100,

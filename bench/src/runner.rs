@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub payload_bytes: usize,
     /// Bearer token.
     pub token: Option<String>,
+    /// CA certificates (PEM) trusted for an https:// URL, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Protocol revision.
     pub protocol: Protocol,
     /// Per-operation timeout.
@@ -314,7 +316,12 @@ impl Watcher {
 /// Run the load test described by `cfg`.
 pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, String> {
     cfg.validate()?;
-    let client = McpClient::new(&cfg.url, cfg.token.as_deref(), cfg.protocol)?;
+    let client = McpClient::new(
+        &cfg.url,
+        cfg.token.as_deref(),
+        cfg.protocol,
+        cfg.ca_file.as_deref(),
+    )?;
     let sessions = open_sessions(&client, cfg.sessions).await?;
     let sessions_opened = if cfg.protocol.stateless() {
         0

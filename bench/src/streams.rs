@@ -36,6 +36,8 @@ pub struct StreamsConfig {
     pub hold: Duration,
     pub settle: Duration,
     pub token: Option<String>,
+    /// CA certificates (PEM) trusted for an https:// URL, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     pub open_concurrency: usize,
     pub timeout: Duration,
     pub watch: Vec<(String, u32)>,
@@ -236,6 +238,7 @@ pub async fn run(cfg: &StreamsConfig) -> Result<StreamsReport, String> {
         &cfg.url,
         cfg.token.as_deref(),
         Protocol::V2025_06_18,
+        cfg.ca_file.as_deref(),
     )?);
     let mut errors = Errors::default();
 
@@ -473,6 +476,7 @@ mod tests {
             hold: Duration::from_secs(1),
             settle: Duration::ZERO,
             token: None,
+            ca_file: None,
             open_concurrency: 8,
             timeout: Duration::from_secs(1),
             watch: vec![],

@@ -68,6 +68,7 @@ impl ControlPlane {
                     let _ = shared.control.set(tx.clone());
                     tokio::spawn(reload::on_sighup(tx.clone()));
                     if let Some(path) = reload::config_path(&shared.runtime.load().config) {
+                        tokio::spawn(reload::watch_tls_files(shared.clone(), tx.clone()));
                         tokio::spawn(reload::watch_file(path, status, tx));
                     }
                     let mut stop_rx = stop_rx;

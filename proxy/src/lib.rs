@@ -17,4 +17,5 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod workers;

@@ -6,8 +6,9 @@
 //! the pools that left. Requests in flight keep the runtime they started with. A broken file
 //! changes nothing: the error is logged, kept for `/admin/config`, and returned.
 //!
-//! Triggers: SIGHUP, `POST /admin/reload`, and a change of the file (polled every second,
-//! debounced), all sent to the manager on the control plane, one reload at a time.
+//! Triggers: SIGHUP, `POST /admin/reload`, a change of the file or of the listener's
+//! certificate files (polled every second, debounced), all sent to the manager on the
+//! control plane, one reload at a time.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -457,6 +458,17 @@ impl Manager {
             self.restart_key_refresh(&new);
         }
         self.shared.runtime.store(new.clone());
+        let same_tls = match (&new.tls, &old.tls) {
+            (Some(n), Some(o)) => Arc::ptr_eq(n, o),
+            (n, o) => n.is_none() && o.is_none(),
+        };
+        if !same_tls {
+            tracing::info!(
+                tls = new.tls.is_some(),
+                "the listener's TLS settings changed; new connections use them"
+            );
+            crate::tls::note_certificate(new.tls.as_deref(), &self.shared.metrics);
+        }
 
         // Pools no longer in force: drain, then stop, in the background.
         let gone: Vec<String> = self
@@ -631,6 +643,60 @@ pub async fn watch_file(path: PathBuf, status: Arc<Mutex<ReloadStatus>>, tx: Con
             })
             .await;
     }
+}
+
+/// Reload when the listener's certificate or key file changes (`tls`; polled every second,
+/// the change must hold still for half a second): certificates renewed by certbot or a
+/// secret mount take effect without a signal. A pair caught halfway through a renewal
+/// fails the reload (the old certificate stays) and is tried again when the files change.
+pub async fn watch_tls_files(shared: Arc<Shared>, tx: ControlSender) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tried = String::new();
+    let read = |t: &config::TlsConfig| {
+        let cert = std::fs::read(&t.cert_file).ok()?;
+        let key = std::fs::read(&t.key_file).ok()?;
+        Some((cert, key))
+    };
+    loop {
+        tick.tick().await;
+        let rt = shared.runtime.load_full();
+        let Some(tls) = rt.config.tls.as_ref() else {
+            continue;
+        };
+        let Some((cert, key)) = read(tls) else {
+            continue;
+        };
+        if cert == tls.cert_pem && key == tls.key_pem {
+            continue;
+        }
+        let hash = files_hash(&cert, &key);
+        if hash == last_tried {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match read(tls) {
+            Some((c, k)) if files_hash(&c, &k) == hash => {}
+            _ => continue,
+        }
+        last_tried = hash;
+        tracing::info!(cert_file = %tls.cert_file, "the listener's certificate files changed: reloading");
+        let _ = tx
+            .send(ControlMsg::Reload {
+                trigger: "tls_files_changed",
+                reply: None,
+            })
+            .await;
+    }
+}
+
+fn files_hash(cert: &[u8], key: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(cert);
+    h.update([0u8]);
+    h.update(key);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

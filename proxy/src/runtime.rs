@@ -38,6 +38,8 @@ pub struct Runtime {
     pub sealer: Arc<SessionSealer>,
     pub origins: Vec<OriginRule>,
     pub verifier: Arc<Verifier>,
+    /// The listener's certificate when `tls` is configured (`crate::tls`).
+    pub tls: Option<Arc<crate::tls::ListenerTls>>,
 }
 
 /// Shared by the proxy phases, the admin listener and the control plane.
@@ -50,6 +52,9 @@ pub struct Shared {
     pub calls_inflight: AtomicUsize,
     /// Set when shutdown begins: readiness turns false.
     pub draining: AtomicBool,
+    /// Set once the MCP listener accepts connections (`server::wait_listening`): readiness
+    /// waits for it, since workers are often healthy before Pingora has bound the port.
+    pub listening: AtomicBool,
     /// Woken when shutdown begins: detached GET streams end at once (`gateway::detach`).
     pub stopping: tokio::sync::Notify,
     /// The gateway's own identity service, once started (when configured).
@@ -86,6 +91,8 @@ pub enum BuildError {
     IssuerKey { issuer: String, reason: String },
     #[error("the session key in ${var} is not usable: {reason}")]
     SessionKey { var: String, reason: String },
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl Runtime {
@@ -196,8 +203,17 @@ impl Runtime {
                 Arc::new(v)
             }
         };
+        // An unchanged certificate keeps its acceptor (and the TLS session cache in it).
+        let tls = match (&config.tls, old) {
+            (None, _) => None,
+            (Some(t), Some(o)) if o.config.tls.as_ref() == Some(t) => o.tls.clone(),
+            (Some(t), _) => Some(Arc::new(
+                crate::tls::ListenerTls::new(t).map_err(BuildError::Tls)?,
+            )),
+        };
         Ok(Runtime {
             verifier,
+            tls,
             origins: config.origins.clone(),
             config: Arc::new(config),
             routes,

@@ -50,6 +50,10 @@ const MCP_LISTENER_READ_BUFFER: usize = 0;
 /// Here those bytes must arrive within `limits.client_read_timeout`. (Between the requests of
 /// a kept-alive connection Pingora's own 60 s keep-alive timeout applies.)
 ///
+/// With `tls` configured it makes the TLS handshake (`crate::tls`), after the connection has
+/// its slot and within `tls.handshake_timeout`; the first bytes then are the first decrypted
+/// ones.
+///
 /// It also holds the gateway-wide cap on open client connections (`limits.max_connections`):
 /// beyond it a new connection gets a 503 and is closed, so memory under overload is bounded
 /// by the cap instead of by what clients open.
@@ -191,10 +195,14 @@ impl ServerApp for FirstBytesDeadline {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (limit, max_connections) = {
+        let (limit, max_connections, tls) = {
             let rt = self.shared.runtime.load();
             let limits = &rt.config.limits;
-            (limits.client_read_timeout, limits.max_connections)
+            (
+                limits.client_read_timeout,
+                limits.max_connections,
+                rt.tls.clone(),
+            )
         };
         let Some(_slot) = self.connections.take(max_connections) else {
             self.shared
@@ -208,12 +216,36 @@ impl ServerApp for FirstBytesDeadline {
                     "client connection limit reached; new connections get 503 (limits.max_connections)"
                 );
             }
-            // Without leave, `stream` is dropped here: closed with no answer.
-            if let Some(_answering) = self.connections.refuse(max_connections) {
-                refuse_connection(stream, max_connections).await;
+            // Without leave, `stream` is dropped here: closed with no answer. On a TLS
+            // listener too: answering would cost a handshake when the gateway is busiest.
+            if tls.is_none() {
+                if let Some(_answering) = self.connections.refuse(max_connections) {
+                    refuse_connection(stream, max_connections).await;
+                }
             }
             return None;
         };
+        if let Some(tls) = tls {
+            let handshakes = &self.shared.metrics.tls_handshakes;
+            match tls.accept(stream).await {
+                Ok(conn) => {
+                    handshakes.with_label_values(&["ok"]).inc();
+                    stream = Box::new(conn);
+                }
+                Err(failed) => {
+                    let result = match failed {
+                        crate::tls::Failed::Closed => return None,
+                        crate::tls::Failed::Timeout => "timeout",
+                        crate::tls::Failed::Error(e) => {
+                            tracing::debug!("TLS handshake failed: {e}");
+                            "error"
+                        }
+                    };
+                    handshakes.with_label_values(&[result]).inc();
+                    return None;
+                }
+            }
+        }
         // The same peek Pingora does next: it reads and rewinds, so nothing is lost.
         let mut first = [0u8; 24];
         match tokio::time::timeout(limit, stream.try_peek(&mut first)).await {
@@ -310,6 +342,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         &config,
     )));
     let runtime = Runtime::build(config)?;
+    crate::tls::note_certificate(runtime.tls.as_deref(), &metrics);
     let logship = Arc::new(crate::logship::LogShip::new(
         &runtime.config.logging,
         &metrics,
@@ -325,6 +358,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
         inflight: AtomicUsize::new(0),
         calls_inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
+        listening: AtomicBool::new(false),
         stopping: tokio::sync::Notify::new(),
         identity: arc_swap::ArcSwapOption::empty(),
         h2c: crate::routing::h2c::H2cPool::new(),
@@ -371,18 +405,63 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<(), StartError> {
     server.add_service(proxy);
 
     let phases = server.watch_execution_phase();
+    let started = server.watch_execution_phase();
+    let probe_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("mcp-listen-probe".into())
+        .spawn(move || wait_listening(started, listen, probe_shared))
+        .map_err(|e| StartError::Control(e.to_string()))?;
     let drain_shared = shared.clone();
     std::thread::Builder::new()
         .name("mcp-drain".into())
         .spawn(move || drain_then_exit(phases, drain_shared, control, grace))
         .map_err(|e| StartError::Control(e.to_string()))?;
 
-    tracing::info!(%listen, admin = %admin_addr, "gateway started");
+    let scheme = if shared.runtime.load().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%listen, admin = %admin_addr, scheme, "gateway started");
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
     // Reached only if Pingora finished before the drain thread did.
     std::process::exit(0)
+}
+
+/// Once Pingora runs its services, connect to the MCP listener until it accepts, then mark
+/// the gateway as listening (`/readyz`). The probe connection closes without a byte, which
+/// the listener's app takes as a client that left (no TLS handshake error is counted).
+fn wait_listening(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    listen: std::net::SocketAddr,
+    shared: Arc<Shared>,
+) {
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::Running) => break,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            tracing::error!(%probe, "the MCP listener does not accept connections; readiness stays false");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shared.listening.store(true, Ordering::Release);
+    tracing::debug!(%listen, "the MCP listener accepts connections");
 }
 
 fn drain_then_exit(

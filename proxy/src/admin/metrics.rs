@@ -25,6 +25,10 @@ pub struct Metrics {
     pub ratelimit_redis_down: IntGauge,
     /// Client connections open now (`limits.max_connections` caps it).
     pub client_connections: IntGauge,
+    /// TLS handshakes on the client listener, by result (ok, error, timeout).
+    pub tls_handshakes: IntCounterVec,
+    /// Unix time at which the listener's certificate expires (0 without `tls`).
+    pub tls_certificate_expiry: IntGauge,
     pub log_dropped: IntCounterVec,
     pub log_shipped: IntCounterVec,
     pub log_spooled: IntCounter,
@@ -258,6 +262,19 @@ impl Metrics {
             "Client connections open now (limits.max_connections caps them)",
         )?;
         registry.register(Box::new(client_connections.clone()))?;
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_tls_handshakes_total",
+                "TLS handshakes on the client listener, by result (ok, error, timeout)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(tls_handshakes.clone()))?;
+        let tls_certificate_expiry = IntGauge::new(
+            "mcp_gateway_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the client listener's certificate expires (0 without tls)",
+        )?;
+        registry.register(Box::new(tls_certificate_expiry.clone()))?;
         let c = |name: &str, help: &str| IntCounter::new(name, help);
         let cv = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
@@ -360,6 +377,8 @@ impl Metrics {
             ratelimit_redis_calls,
             ratelimit_redis_down,
             client_connections,
+            tls_handshakes,
+            tls_certificate_expiry,
             log_dropped,
             log_shipped,
             log_spooled,

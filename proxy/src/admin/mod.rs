@@ -126,10 +126,17 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Ready: configuration loaded, not draining, and every pool has a healthy worker.
+/// Ready: configuration loaded, the MCP listener accepting, not draining, and every pool
+/// has a healthy worker.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     if shared.draining.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string());
+    }
+    if !shared.listening.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the MCP listener is not accepting yet\n".to_string(),
+        );
     }
     let rt = shared.runtime.load();
     let mut waiting = Vec::new();

@@ -52,6 +52,9 @@ pub struct FileConfig {
     /// Which address a request comes from when the gateway sits behind load balancers.
     #[serde(default)]
     pub client_ip: Option<ClientIpFile>,
+    /// HTTPS on the client listener (docs/configuration.md, "tls").
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
     pub routes: Vec<RouteFile>,
     pub pools: BTreeMap<String, PoolFile>,
 }
@@ -109,6 +112,30 @@ fn default_roles_claim() -> String {
 
 fn default_leeway() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
+}
+
+/// `tls`: the client listener speaks HTTPS with this certificate. The files are read when
+/// the configuration is loaded, and again on every reload (and when they change).
+#[derive(Debug, Deserialize)]
+pub struct TlsFile {
+    /// The certificate chain, PEM: the server's certificate first, then intermediates.
+    pub cert_file: Spanned<String>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Spanned<String>,
+    /// The oldest protocol version accepted: "1.2" (default) or "1.3".
+    #[serde(default)]
+    pub min_version: Option<Spanned<String>>,
+    /// Time a new connection has to complete its TLS handshake.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub handshake_timeout: Spanned<HumanDuration>,
+}
+
+fn default_tls_handshake_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(
+        HumanDuration(Duration::from_secs(10)),
+        Location::UNKNOWN,
+        Location::UNKNOWN,
+    )
 }
 
 #[derive(Debug, Deserialize)]

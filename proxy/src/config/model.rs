@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub origins: Vec<OriginRule>,
     pub client_ip: ClientIpConfig,
+    /// HTTPS on the client listener; `None`: plain HTTP (h2c allowed).
+    pub tls: Option<TlsConfig>,
     pub shutdown_grace: Duration,
     pub upgrade_sock: String,
     pub auth: AuthConfig,
@@ -95,6 +97,36 @@ impl std::fmt::Debug for RedisTls {
         f.debug_struct("RedisTls")
             .field("ca", &self.ca_pem.as_ref().map(Vec::len))
             .field("client_certificate", &self.client_pem.is_some())
+            .finish()
+    }
+}
+
+/// `tls`: the listener's certificate and key as read from their files (checked to parse
+/// and to belong together), the oldest version accepted and the handshake deadline.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub min_version: TlsVersion,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    // The key stays out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("min_version", &self.min_version)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }

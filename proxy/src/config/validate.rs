@@ -16,6 +16,7 @@ use super::{ConfigError, ConfigErrors};
 use crate::mcp::origin::OriginRule;
 
 mod discovery;
+mod listener_tls;
 mod redis_topology;
 mod stdio_pool;
 
@@ -473,9 +474,10 @@ impl Validator<'_> {
             })
         });
         let identity = f.identity.as_ref().map(|i| {
+            let scheme = if f.tls.is_some() { "https" } else { "http" };
             let base = public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", f.listen.value));
+                .unwrap_or_else(|| format!("{scheme}://{}", f.listen.value));
             IdentityConfig {
                 issuer: base.clone(),
                 audience: base,
@@ -493,6 +495,7 @@ impl Validator<'_> {
             );
         }
         let redis = f.redis.as_ref().and_then(|r| self.redis(r));
+        let tls = f.tls.as_ref().and_then(|t| self.listener_tls(t));
         let route_paths: Vec<&str> = f.routes.iter().map(|r| r.path.value.as_str()).collect();
         let rate_limits = self.rate_limits(f.rate_limits.as_ref(), f.redis.is_some(), &route_paths);
         let logging = self.logging(f.logging.as_ref());
@@ -520,6 +523,7 @@ impl Validator<'_> {
             },
             origins,
             client_ip,
+            tls,
             shutdown_grace: f.shutdown_grace.0,
             upgrade_sock: f.upgrade_sock.clone().unwrap_or_else(|| {
                 format!(

@@ -2,6 +2,7 @@
 //! free ports with a generated configuration, and talk to it with real clients.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod db;
 pub mod redis_servers;
 

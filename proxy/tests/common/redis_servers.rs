@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::certs::{leaf, new_ca};
 use super::db::unique_name;
 use super::free_port;
 
@@ -321,25 +322,6 @@ pub struct TlsFiles {
     pub other_ca: PathBuf,
 }
 
-fn new_ca(name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
-    let mut params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let pem = params
-        .self_signed(&key)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .pem();
-    (params, key, pem)
-}
-
 impl TlsFiles {
     /// `redis-cli` arguments: TLS with this CA and the client certificate.
     fn cli_args(&self) -> Vec<std::ffi::OsString> {
@@ -377,19 +359,8 @@ impl TlsFiles {
     pub fn generate(dir: &std::path::Path) -> TlsFiles {
         let (ca_params, ca_key, ca_pem) = new_ca("mcp-gateway test CA");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = |names: Vec<String>, cn: &str| {
-            let mut params = rcgen::CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-            let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-            let cert = params
-                .signed_by(&key, &issuer)
-                .unwrap_or_else(|e| panic!("{e}"));
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "redis");
-        let (client_cert, client_key) = leaf(vec!["gateway".into()], "gateway");
+        let (server_cert, server_key) = leaf(&issuer, &["127.0.0.1", "localhost"], "redis", None);
+        let (client_cert, client_key) = leaf(&issuer, &["gateway"], "gateway", None);
         let (_, _, other_ca) = new_ca("another CA");
         let write = |name: &str, text: &str| {
             let p = dir.join(name);

@@ -109,10 +109,12 @@ class Gateway:
     log_path: Path
     # Worker pids seen while the gateway ran (spawned children and whoami answers).
     worker_pids: set[int] = field(default_factory=set)
+    # "https" when the configuration has a `tls` section.
+    scheme: str = "http"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def mcp_url(self) -> str:
@@ -130,11 +132,13 @@ class Gateway:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _start_gateway(workdir: Path, proxy: Path, worker: Path) -> Gateway | None:
-    """Start one gateway and wait for /readyz; None if it died early (e.g. a port was taken)."""
+def _start_gateway(workdir: Path, proxy: Path, worker: Path, extra: str = "", scheme: str = "http") -> Gateway | None:
+    """Start one gateway and wait for /readyz; None if it died early (e.g. a port was taken).
+
+    `extra` is appended to the configuration (a `tls` section, with `scheme="https"`)."""
     port, admin_port = free_ports(2)
     config = workdir / f"gateway-{port}.yaml"
-    config.write_text(CONFIG_TEMPLATE.format(port=port, admin_port=admin_port, worker=json.dumps(str(worker))))
+    config.write_text(CONFIG_TEMPLATE.format(port=port, admin_port=admin_port, worker=json.dumps(str(worker))) + extra)
     log_path = workdir / f"gateway-{port}.log"
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
@@ -148,7 +152,7 @@ def _start_gateway(workdir: Path, proxy: Path, worker: Path) -> Gateway | None:
             # Own process group, so a failed teardown can end the gateway and its workers by group id.
             start_new_session=True,
         )
-    gw = Gateway(port=port, admin_port=admin_port, proc=proc, log_path=log_path)
+    gw = Gateway(port=port, admin_port=admin_port, proc=proc, log_path=log_path, scheme=scheme)
 
     deadline = time.monotonic() + READY_TIMEOUT_S
     with httpx2.Client(trust_env=False, timeout=2.0) as http:
@@ -180,6 +184,41 @@ def _kill_group(gw: Gateway) -> None:
         pass
 
 
+def start_gateway(workdir: Path, proxy: Path, worker: Path, extra: str = "", scheme: str = "http") -> Gateway:
+    """`_start_gateway`, tried three times: a port picked by free_ports() can be taken before
+    the gateway binds it."""
+    for _ in range(3):
+        gw = _start_gateway(workdir, proxy, worker, extra, scheme)
+        if gw is not None:
+            return gw
+    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(workdir.glob("*.log")))
+    pytest.fail(f"gateway exited during start-up three times; logs:\n{logs}")
+
+
+def stop_gateway(gw: Gateway) -> None:
+    """SIGTERM; the gateway must exit 0 within STOP_TIMEOUT_S."""
+    gw.proc.send_signal(signal.SIGTERM)
+    try:
+        code = gw.proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(gw)
+        pytest.fail(f"gateway did not exit within {STOP_TIMEOUT_S:.0f}s of SIGTERM; log:\n{gw.log_tail()}")
+    assert code == 0, f"gateway exited with {code} after SIGTERM; log:\n{gw.log_tail()}"
+
+
+def resource_uri_collector() -> tuple[list[str], Any]:
+    """A list and a message handler that appends the `uri` of every notification carrying one
+    (the worker's `notify` tool sends resource-updated notifications)."""
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if isinstance(uri, str):
+            seen.append(uri)
+
+    return seen, on_message
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
@@ -197,25 +236,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
         )
     workdir = tmp_path_factory.mktemp("gateway")
 
-    gw = None
-    for _ in range(3):  # a port picked by free_ports() can be taken before the gateway binds it
-        gw = _start_gateway(workdir, proxy, worker)
-        if gw is not None:
-            break
-    if gw is None:
-        logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(workdir.glob("*.log")))
-        pytest.fail(f"gateway exited during start-up three times; logs:\n{logs}")
-
+    gw = start_gateway(workdir, proxy, worker)
     yield gw
-
     gw.worker_pids |= child_pids(gw.proc.pid)
-    gw.proc.send_signal(signal.SIGTERM)
-    try:
-        code = gw.proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill_group(gw)
-        pytest.fail(f"gateway did not exit within {STOP_TIMEOUT_S:.0f}s of SIGTERM; log:\n{gw.log_tail()}")
-    assert code == 0, f"gateway exited with {code} after SIGTERM; log:\n{gw.log_tail()}"
+    stop_gateway(gw)
     # It stops its workers before it exits: none may be left running.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(pid_alive(p) for p in gw.worker_pids):
@@ -255,18 +279,20 @@ class HttpRecorder:
         return [h["mcp-session-id"] for _, h in self.responses if "mcp-session-id" in h]
 
 
-def recording_http_client(recorder: HttpRecorder) -> httpx2.AsyncClient:
+def recording_http_client(recorder: HttpRecorder, verify: Any = True) -> httpx2.AsyncClient:
     # Same timeouts the SDK's own default client uses; no proxy from the environment for loopback.
+    # `verify`: an ssl.SSLContext trusting a test CA, for a gateway with `tls`.
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(30.0, read=300.0),
         trust_env=False,
+        verify=verify,
         event_hooks={"request": [recorder.on_request], "response": [recorder.on_response]},
     )
 
 
 @asynccontextmanager
 async def mcp_session(
-    gw: Gateway, *, initialize: bool = True, message_handler: Any = None
+    gw: Gateway, *, initialize: bool = True, message_handler: Any = None, verify: Any = True
 ) -> AsyncIterator[tuple[ClientSession, HttpRecorder]]:
     """A legacy (initialize handshake, Mcp-Session-Id) SDK session through the gateway.
 
@@ -274,7 +300,7 @@ async def mcp_session(
     1 MiB echo result (plus its JSON-RPC envelope) exceeds.
     """
     rec = HttpRecorder()
-    async with recording_http_client(rec) as http:
+    async with recording_http_client(rec, verify) as http:
         async with streamable_http_client(gw.mcp_url, http_client=http, max_sse_event_size=None) as (read, write):
             async with ClientSession(
                 read, write, read_timeout_seconds=CALL_TIMEOUT_S, message_handler=message_handler

@@ -19,7 +19,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import CALL_TIMEOUT_S, Gateway, HttpRecorder, mcp_session, recording_http_client
+from conftest import (
+    CALL_TIMEOUT_S,
+    Gateway,
+    HttpRecorder,
+    mcp_session,
+    recording_http_client,
+    resource_uri_collector,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -89,13 +96,7 @@ async def test_initialize_list_tools_and_add(gateway: Gateway, caplog: pytest.Lo
 # 1b. notifications on the standalone GET stream, which the gateway carries in a task of its
 # own on an h2c_streams pool (docs/decisions.md, "Detached GET streams")
 async def test_standalone_stream_notifications_reach_the_sdk(gateway: Gateway) -> None:
-    seen: list[str] = []
-
-    async def on_message(message: Any) -> None:
-        uri = getattr(getattr(message, "params", None), "uri", None)
-        if isinstance(uri, str):
-            seen.append(uri)
-
+    seen, on_message = resource_uri_collector()
     with anyio.fail_after(CALL_TIMEOUT_S * 3):
         async with mcp_session(gateway, message_handler=on_message) as (session, rec):
             # The SDK opens its GET stream in the background; a notification sent before it

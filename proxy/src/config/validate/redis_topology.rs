@@ -12,7 +12,7 @@ use super::Validator;
 
 /// What a PEM file must hold.
 #[derive(Clone, Copy)]
-enum Pem {
+pub(super) enum Pem {
     Certificates,
     Key,
 }
@@ -184,7 +184,12 @@ impl Validator<'_> {
     }
 
     /// The file's bytes when it holds what `kind` asks for; otherwise an error at its line.
-    fn pem_file(&mut self, path: &Spanned<String>, field: &str, kind: Pem) -> Option<Vec<u8>> {
+    pub(super) fn pem_file(
+        &mut self,
+        path: &Spanned<String>,
+        field: &str,
+        kind: Pem,
+    ) -> Option<Vec<u8>> {
         let bytes = match std::fs::read(&path.value) {
             Ok(b) => b,
             Err(e) => {
