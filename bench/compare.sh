@@ -38,6 +38,9 @@ Usage: bench/compare.sh [options]
   --variant-bin NAME=PATH
                         run variant NAME with another mcp-proxy binary, e.g. a build of
                         the previous commit: --variant base=- --variant-bin base=/tmp/old-proxy
+  --tls                 also measure gateway-tls: the routing-only gateway with `tls` (HTTPS
+                        on its listener, a certificate from a CA made with openssl for the
+                        run; mcp-bench trusts it with --ca-file)
   --only-gateways       measure the gateways and variants only (no direct, no nginx)
   --no-full             leave out gateway-full (JWT + rate limit + request log)
   --streams K[,K...]    after the load stages, hold K idle sessions with their SSE streams
@@ -75,6 +78,7 @@ BUILD=1
 VARIANTS=()
 declare -A VARIANT_BIN=()
 ONLY_GATEWAYS=0
+TLS=0
 FULL=1
 STREAMS=""
 STREAMS_ONLY=0
@@ -99,6 +103,7 @@ while [ $# -gt 0 ]; do
         --variant) VARIANTS+=("$2"); shift ;;
         --variant-bin) VARIANT_BIN["${2%%=*}"]="${2#*=}"; shift ;;
         --only-gateways) ONLY_GATEWAYS=1 ;;
+        --tls) TLS=1 ;;
         --no-full) FULL=0 ;;
         --streams) STREAMS="$2"; shift ;;
         --streams-only) STREAMS_ONLY=1 ;;
@@ -242,7 +247,8 @@ wait_port() {
 wait_mcp() {
     local url="$1" name="$2" i
     for i in $(seq 1 50); do
-        if MCP_BENCH_TOKEN="${TOKEN[$name]:-}" "$BENCH" run --url "$url" --duration 100ms --warmup 0s --concurrency 1 --sessions 1 \
+        if MCP_BENCH_TOKEN="${TOKEN[$name]:-}" "$BENCH" run --url "$url" ${CA[$name]:+--ca-file "${CA[$name]}"} \
+            --duration 100ms --warmup 0s --concurrency 1 --sessions 1 \
             --workload small_call=1 --protocol "$PROTOCOL" --quiet >/dev/null 2>&1; then
             return 0
         fi
@@ -374,6 +380,25 @@ fi
 declare -A VARIANT_URL=()
 declare -A VARIANT_PID=()
 VARIANT_NAMES=()
+# mcp-bench --ca-file per target (gateway-tls).
+declare -A CA=()
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null 2>&1 || die "--tls needs the openssl command"
+    mkdir -p "$WORK/tls"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.pem" -days 2 \
+        -subj "/CN=mcp-bench CA" 2>/dev/null || die "openssl: cannot make the CA"
+    openssl req -new "${ec[@]}" -keyout "$WORK/tls/gateway.key" -out "$WORK/tls/gateway.csr" \
+        -subj "/CN=127.0.0.1" 2>/dev/null || die "openssl: cannot make the key"
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$WORK/tls/san.ext"
+    openssl x509 -req -in "$WORK/tls/gateway.csr" -CA "$WORK/tls/ca.pem" -CAkey "$WORK/tls/ca.key" \
+        -CAcreateserial -out "$WORK/tls/gateway.pem" -days 2 -extfile "$WORK/tls/san.ext" \
+        2>/dev/null || die "openssl: cannot sign the certificate"
+    printf 'tls: { cert_file: "%s", key_file: "%s" }\n' "$WORK/tls/gateway.pem" "$WORK/tls/gateway.key" \
+        >"$WORK/tls-variant.yaml"
+    VARIANTS+=("gateway-tls=$WORK/tls-variant.yaml")
+    CA[gateway-tls]="$WORK/tls/ca.pem"
+fi
 for v in "${VARIANTS[@]}"; do
     vname="${v%%=*}"
     vfile="${v#*=}"
@@ -391,7 +416,11 @@ for v in "${VARIANTS[@]}"; do
     "${PIN_SRV[@]}" "$vbin" run --config "$WORK/gateway-$vname.yaml" >"$WORK/gateway-$vname.log" 2>&1 &
     VARIANT_PID[$vname]=$!
     PIDS+=("${VARIANT_PID[$vname]}")
-    VARIANT_URL[$vname]="http://127.0.0.1:$vport/mcp"
+    if [ -n "${CA[$vname]:-}" ]; then
+        VARIANT_URL[$vname]="https://127.0.0.1:$vport/mcp"
+    else
+        VARIANT_URL[$vname]="http://127.0.0.1:$vport/mcp"
+    fi
     VARIANT_NAMES+=("$vname")
     wait_port "$vport" "mcp-proxy ($vname)"
 done
@@ -514,7 +543,8 @@ run_phase() {
     fi
     local name="$stage-r$round-$target"
     log "$stage round $round: $target"
-    if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" "${COMMON[@]}" "$@" "${watch[@]}" \
+    if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" run --url "${URL[$target]}" \
+        ${CA[$target]:+--ca-file "${CA[$target]}"} "${COMMON[@]}" "$@" "${watch[@]}" \
         --label "$target/$stage/r$round" --json "$OUT/$name.json" --html "$OUT/$name.html" \
         2>>"$WORK/bench-progress.log" | sed -n '3,4p;/body end/p' >&2; then
         die "mcp-bench failed for $target ($stage, round $round)"
@@ -531,6 +561,7 @@ run_streams() {
     log "streams $count: $target"
     mkdir -p "$OUT/streams"
     if ! MCP_BENCH_TOKEN="${TOKEN[$target]:-}" "${PIN_GEN[@]}" "$BENCH" streams --url "${URL[$target]}" \
+        ${CA[$target]:+--ca-file "${CA[$target]}"} \
         --count "$count" --hold "$STREAMS_HOLD" "${watch[@]}" --label "$target/streams/$count" \
         --json "$OUT/streams/$target-$count.json" 2>>"$WORK/bench-progress.log" >&2; then
         log "warning: mcp-bench streams held no stream for $target ($count)"

@@ -1,4 +1,4 @@
-//! `bench/compare.sh --smoke --streams 50` end to end (about 25 s) with the
+//! `bench/compare.sh --smoke --tls --streams 50` end to end (about 30 s) with the
 //! binaries of this build: MCP_BENCH_BIN, MCP_WORKER_BIN and MCP_PROXY_BIN
 //! default to the siblings of the `mcp-bench` test binary (build them first
 //! with `cargo build --workspace`; a missing one fails the test). compare.sh
@@ -13,7 +13,7 @@ fn binary(env: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_mcp-bench")).with_file_name(name))
 }
 
-const TARGETS: [&str; 4] = ["direct", "gateway-full", "gateway", "nginx"];
+const TARGETS: [&str; 5] = ["direct", "gateway-full", "gateway", "gateway-tls", "nginx"];
 
 #[test]
 fn compare_smoke() {
@@ -37,7 +37,7 @@ fn compare_smoke() {
     }
     let out_dir = std::env::temp_dir().join(format!("mcp-compare-smoke-{}", std::process::id()));
     let output = cmd
-        .args(["--smoke", "--no-build", "--streams", "50", "--out"])
+        .args(["--smoke", "--no-build", "--tls", "--streams", "50", "--out"])
         .arg(&out_dir)
         .output()
         .expect("run bench/compare.sh");
@@ -67,6 +67,18 @@ fn compare_smoke() {
         assert_eq!(
             v["config"]["auth"],
             target == "gateway-full",
+            "{target}: {closed}"
+        );
+        // gateway-tls is reached over HTTPS, every other target over plain HTTP.
+        let scheme = if target == "gateway-tls" {
+            "https://"
+        } else {
+            "http://"
+        };
+        assert!(
+            v["config"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(scheme)),
             "{target}: {closed}"
         );
         let streams = out_dir.join(format!("streams/{target}-50.json"));

@@ -322,19 +322,26 @@ pools:
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::Client::new();
-    let mut ready_status = 0;
-    for _ in 0..100 {
+    // Not ready while the MCP listener is not up, then not ready for want of a worker.
+    let mut ready = (0, String::new());
+    for _ in 0..200 {
         if let Ok(r) = http
             .get(format!("http://127.0.0.1:{admin}/readyz"))
             .send()
             .await
         {
-            ready_status = r.status().as_u16();
-            break;
+            ready = (r.status().as_u16(), r.text().await.unwrap_or_default());
+            if ready.1.contains("no healthy worker") {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(ready_status, 503);
+    assert_eq!(ready.0, 503, "{ready:?}");
+    assert!(
+        ready.1.contains("no healthy worker in: broken"),
+        "{ready:?}"
+    );
     let (s, v) = post(
         &format!("http://127.0.0.1:{port}/mcp"),
         &[],
