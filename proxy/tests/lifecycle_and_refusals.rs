@@ -315,12 +315,19 @@ pools:
 "#
     );
     let cfg = write_file("broken.yaml", &config);
-    let mut child = Command::new(PROXY)
+    let child = Command::new(PROXY)
         .args(["run", "--config"])
         .arg(&cfg)
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
+    // Killed on drop, also when an assertion below fails.
+    let _gateway = Gateway {
+        child,
+        port,
+        admin,
+        log: cfg.with_file_name("gateway.log"),
+    };
     let http = reqwest::Client::new();
     // Not ready while the MCP listener is not up, then not ready for want of a worker.
     let mut ready = (0, String::new());
@@ -354,8 +361,6 @@ pools:
         .send()
         .await;
     assert_eq!(alive.map(|r| r.status().as_u16()).unwrap_or(0), 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
