@@ -458,11 +458,7 @@ impl Manager {
             self.restart_key_refresh(&new);
         }
         self.shared.runtime.store(new.clone());
-        let same_tls = match (&new.tls, &old.tls) {
-            (Some(n), Some(o)) => Arc::ptr_eq(n, o),
-            (n, o) => n.is_none() && o.is_none(),
-        };
-        if !same_tls {
+        if new.tls.as_ref().map(Arc::as_ptr) != old.tls.as_ref().map(Arc::as_ptr) {
             tracing::info!(
                 tls = new.tls.is_some(),
                 "the listener's TLS settings changed; new connections use them"
@@ -652,7 +648,8 @@ pub async fn watch_file(path: PathBuf, status: Arc<Mutex<ReloadStatus>>, tx: Con
 pub async fn watch_tls_files(shared: Arc<Shared>, tx: ControlSender) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tried = String::new();
+    // The pair a reload was last asked for (a broken pair is not asked for again).
+    let mut last_tried: Option<(Vec<u8>, Vec<u8>)> = None;
     let read = |t: &config::TlsConfig| {
         let cert = std::fs::read(&t.cert_file).ok()?;
         let key = std::fs::read(&t.key_file).ok()?;
@@ -664,22 +661,19 @@ pub async fn watch_tls_files(shared: Arc<Shared>, tx: ControlSender) {
         let Some(tls) = rt.config.tls.as_ref() else {
             continue;
         };
-        let Some((cert, key)) = read(tls) else {
+        let Some(files) = read(tls) else {
             continue;
         };
-        if cert == tls.cert_pem && key == tls.key_pem {
-            continue;
-        }
-        let hash = files_hash(&cert, &key);
-        if hash == last_tried {
+        if (files.0 == tls.cert_pem && files.1 == tls.key_pem)
+            || last_tried.as_ref() == Some(&files)
+        {
             continue;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match read(tls) {
-            Some((c, k)) if files_hash(&c, &k) == hash => {}
-            _ => continue,
+        if read(tls).as_ref() != Some(&files) {
+            continue;
         }
-        last_tried = hash;
+        last_tried = Some(files);
         tracing::info!(cert_file = %tls.cert_file, "the listener's certificate files changed: reloading");
         let _ = tx
             .send(ControlMsg::Reload {
@@ -688,15 +682,6 @@ pub async fn watch_tls_files(shared: Arc<Shared>, tx: ControlSender) {
             })
             .await;
     }
-}
-
-fn files_hash(cert: &[u8], key: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(cert);
-    h.update([0u8]);
-    h.update(key);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -36,15 +36,6 @@ pub struct ListenerTls {
     pub not_after: Option<i64>,
 }
 
-impl std::fmt::Debug for ListenerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenerTls")
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("not_after", &self.not_after)
-            .finish()
-    }
-}
-
 /// The rustls server configuration of `tls`: ring's provider, TLS 1.2 and 1.3 (or 1.3
 /// only), ALPN `h2` then `http/1.1`, no client certificates. Fails when the files do not
 /// parse or the key is not the certificate's.
@@ -293,11 +284,7 @@ pub fn note_certificate(tls: Option<&ListenerTls>, metrics: &crate::admin::metri
     let Some(not_after) = not_after else {
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let left = not_after - now;
+    let left = not_after - crate::store::now();
     if left <= 0 {
         tracing::error!(
             not_after,

@@ -17,18 +17,20 @@ impl Validator<'_> {
     pub(super) fn listener_tls(&mut self, t: &TlsFile) -> Option<TlsConfig> {
         let cert_pem = self.pem_file(&t.cert_file, "tls.cert_file", Pem::Certificates);
         let key_pem = self.pem_file(&t.key_file, "tls.key_file", Pem::Key);
-        let min_version = match t.min_version.as_ref().map(|v| v.value.trim()) {
-            None | Some("1.2") => Some(TlsVersion::Tls12),
-            Some("1.3") => Some(TlsVersion::Tls13),
-            Some(other) => {
-                let at = t.min_version.as_ref().map(|v| v.referenced);
-                self.err(
-                    &at.unwrap_or(serde_saphyr::Location::UNKNOWN),
-                    "tls.min_version",
-                    format!("expected \"1.2\" or \"1.3\", not {other:?}"),
-                );
-                None
-            }
+        let min_version = match &t.min_version {
+            None => Some(TlsVersion::Tls12),
+            Some(v) => match v.value.trim() {
+                "1.2" => Some(TlsVersion::Tls12),
+                "1.3" => Some(TlsVersion::Tls13),
+                other => {
+                    self.err(
+                        &v.referenced,
+                        "tls.min_version",
+                        format!("expected \"1.2\" or \"1.3\", not {other:?}"),
+                    );
+                    None
+                }
+            },
         };
         let timeout = t.handshake_timeout.value.0;
         let (low, high) = HANDSHAKE_TIMEOUT_RANGE;
